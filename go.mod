@@ -1,0 +1,3 @@
+module github.com/smtpgate/smtpgate
+
+go 1.26.8
