@@ -1,0 +1,517 @@
+// Package config turns smtpgate's YAML configuration, and the files it
+// names (recipient lists, check tables), into typed, validated values.
+// Every error names the file, the line and the key.
+//
+// config knows nothing of SMTP or of the checks' logic: it only reads,
+// defaults and validates.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Field names mirror the YAML keys;
+// config.example.yaml documents each with its default.
+type Config struct {
+	Hostname    string     `yaml:"hostname"`
+	Listen      []Listener `yaml:"listen"`
+	Upstream    Upstream   `yaml:"upstream"`
+	Domains     []string   `yaml:"domains"`
+	Relay       Relay      `yaml:"relay"`
+	Recipients  Recipients `yaml:"recipients"`
+	DNS         DNS        `yaml:"dns"`
+	TLS         TLS        `yaml:"tls"`
+	Limits      Limits     `yaml:"limits"`
+	Log         Log        `yaml:"log"`
+	Shutdown    Shutdown   `yaml:"shutdown"`
+	DelayReject *bool      `yaml:"delay_reject"`
+	Checks      Checks     `yaml:"checks"`
+
+	// Path is the file the configuration was read from.
+	Path string `yaml:"-"`
+	// RecipientList is recipients.files, loaded.
+	RecipientList *RecipientList `yaml:"-"`
+	// RelayNetworks is relay.networks, parsed.
+	RelayNetworks []netip.Prefix `yaml:"-"`
+}
+
+// Listener is one listening socket.
+type Listener struct {
+	Address string `yaml:"address"`
+	// TLS is none, starttls (offered when a certificate is configured) or
+	// implicit (TLS from the first byte, port 465 style).
+	TLS string `yaml:"tls"`
+}
+
+// Upstream is the real MTA.
+type Upstream struct {
+	Address        string   `yaml:"address"`
+	Timeout        Duration `yaml:"timeout"`
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// XClient is auto, xclient, xforward or off.
+	XClient string `yaml:"xclient"`
+	// Helo is the name smtpgate gives the MTA in EHLO; default hostname.
+	Helo string `yaml:"helo"`
+}
+
+// Relay says who may relay to foreign domains without authenticating.
+type Relay struct {
+	Networks []string `yaml:"networks"`
+}
+
+// Recipients configures recipient existence.
+type Recipients struct {
+	Files []string `yaml:"files"`
+	// Verify is none or upstream (ask the MTA with an RCPT probe).
+	Verify string `yaml:"verify"`
+	// DetailDelimiter, when set (e.g. "+"), makes user+detail@domain match
+	// user@domain in the lists.
+	DetailDelimiter string   `yaml:"detail_delimiter"`
+	PositiveTTL     Duration `yaml:"positive_ttl"`
+	NegativeTTL     Duration `yaml:"negative_ttl"`
+	CacheSize       int      `yaml:"cache_size"`
+}
+
+// DNS configures the resolver shared by all checks.
+type DNS struct {
+	Servers []string `yaml:"servers"`
+	Timeout Duration `yaml:"timeout"`
+}
+
+// TLS is the server certificate.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Limits bound what one client may do.
+type Limits struct {
+	MaxMessageBytes int64    `yaml:"max_message_bytes"`
+	MaxRecipients   int      `yaml:"max_recipients"`
+	MaxLineLength   int      `yaml:"max_line_length"`
+	MaxHeaderBytes  int      `yaml:"max_header_bytes"`
+	CommandTimeout  Duration `yaml:"command_timeout"`
+	DataTimeout     Duration `yaml:"data_timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	Format string `yaml:"format"`
+	Level  string `yaml:"level"`
+}
+
+// Shutdown configures the drain on SIGTERM.
+type Shutdown struct {
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// Duration is a time.Duration written as "30s", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration (like 30s or 5m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Defaults.
+const (
+	DefaultUpstream        = "127.0.0.1:10025"
+	DefaultMaxMessageBytes = 50 << 20
+	DefaultMaxRecipients   = 1000
+	DefaultMaxLineLength   = 4096
+	DefaultMaxHeaderBytes  = 1 << 20
+)
+
+func (c *Config) setDefaults() {
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = []Listener{{Address: ":25"}}
+	}
+	for i := range c.Listen {
+		if c.Listen[i].TLS == "" {
+			c.Listen[i].TLS = "none"
+		}
+	}
+	u := &c.Upstream
+	if u.Address == "" {
+		u.Address = DefaultUpstream
+	}
+	if u.Timeout == 0 {
+		u.Timeout = Duration(5 * time.Minute)
+	}
+	if u.ConnectTimeout == 0 {
+		u.ConnectTimeout = Duration(10 * time.Second)
+	}
+	if u.XClient == "" {
+		u.XClient = "auto"
+	}
+	if u.Helo == "" {
+		u.Helo = c.Hostname
+	}
+	r := &c.Recipients
+	if r.Verify == "" {
+		r.Verify = "none"
+	}
+	if r.PositiveTTL == 0 {
+		r.PositiveTTL = Duration(7 * 24 * time.Hour)
+	}
+	if r.NegativeTTL == 0 {
+		r.NegativeTTL = Duration(3 * time.Hour)
+	}
+	if r.CacheSize == 0 {
+		r.CacheSize = 100000
+	}
+	if c.DNS.Timeout == 0 {
+		c.DNS.Timeout = Duration(5 * time.Second)
+	}
+	l := &c.Limits
+	if l.MaxMessageBytes == 0 {
+		l.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if l.MaxRecipients == 0 {
+		l.MaxRecipients = DefaultMaxRecipients
+	}
+	if l.MaxLineLength == 0 {
+		l.MaxLineLength = DefaultMaxLineLength
+	}
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	// RFC 5321 §4.5.3.2.7: a server SHOULD wait at least 5 minutes for the
+	// next command; §4.5.3.2.6 DATA termination: 10 minutes.
+	if l.CommandTimeout == 0 {
+		l.CommandTimeout = Duration(5 * time.Minute)
+	}
+	if l.DataTimeout == 0 {
+		l.DataTimeout = Duration(10 * time.Minute)
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Shutdown.DrainTimeout == 0 {
+		c.Shutdown.DrainTimeout = Duration(30 * time.Second)
+	}
+	if c.DelayReject == nil {
+		t := true
+		c.DelayReject = &t
+	}
+	for i, d := range c.Domains {
+		c.Domains[i] = strings.TrimSuffix(strings.ToLower(d), ".")
+	}
+}
+
+// Error is one configuration error with its position.
+type Error struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	if e.Key != "" {
+		b.WriteString(": " + e.Key)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+// Errors is every error found in one load.
+type Errors []Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Load reads and validates the configuration at path and every file it
+// names. The error, if any, is an Errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Errors{{File: path, Msg: err.Error()}}
+	}
+	return Parse(data, path)
+}
+
+var yamlLineRe = regexp.MustCompile(`^\s*line (\d+): (.*)$`)
+var unknownFieldRe = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
+
+// Parse parses data as if read from path (for error messages; relative
+// file names in it are taken relative to the current directory).
+func Parse(data []byte, path string) (*Config, error) {
+	c := &Config{Path: path}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, errEOF(err)) {
+		return nil, yamlErrors(path, err)
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root)
+	v := &validator{file: path, root: &root}
+	c.setDefaults()
+	c.validate(v)
+	if len(v.errs) > 0 {
+		return nil, v.errs
+	}
+	return c, nil
+}
+
+// errEOF treats an empty document as an empty configuration.
+func errEOF(err error) error {
+	if err != nil && err.Error() == "EOF" {
+		return err
+	}
+	return nil
+}
+
+func yamlErrors(path string, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		line := 0
+		if m := regexp.MustCompile(`line (\d+): (.*)`).FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = m[2]
+		}
+		return Errors{{File: path, Line: line, Msg: msg}}
+	}
+	var errs Errors
+	for _, e := range te.Errors {
+		ce := Error{File: path, Msg: e}
+		if m := yamlLineRe.FindStringSubmatch(e); m != nil {
+			ce.Line, _ = strconv.Atoi(m[1])
+			ce.Msg = m[2]
+		}
+		if m := unknownFieldRe.FindStringSubmatch(ce.Msg); m != nil {
+			ce.Key = m[1]
+			ce.Msg = "unknown key (in " + strings.ToLower(m[2]) + ")"
+		}
+		errs = append(errs, ce)
+	}
+	return errs
+}
+
+type validator struct {
+	file string
+	root *yaml.Node
+	errs Errors
+}
+
+// errorf records an error for the key at path ("limits.max_recipients",
+// "listen.0.tls"), finding its line in the document.
+func (v *validator) errorf(key string, format string, args ...any) {
+	v.errs = append(v.errs, Error{File: v.file, Line: v.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// fileErr records an error found in a file the configuration names.
+func (v *validator) fileErr(err error) {
+	var es Errors
+	if errors.As(err, &es) {
+		v.errs = append(v.errs, es...)
+		return
+	}
+	var e Error
+	if errors.As(err, &e) {
+		v.errs = append(v.errs, e)
+		return
+	}
+	v.errs = append(v.errs, Error{Msg: err.Error()})
+}
+
+func (v *validator) line(key string) int {
+	n := v.root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		switch n.Kind {
+		case yaml.MappingNode:
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == part {
+					line = n.Content[i].Line
+					n = n.Content[i+1]
+					found = true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
+		case yaml.SequenceNode:
+			i, err := strconv.Atoi(part)
+			if err != nil || i >= len(n.Content) {
+				return line
+			}
+			n = n.Content[i]
+			line = n.Line
+		default:
+			return line
+		}
+	}
+	return line
+}
+
+func (c *Config) validate(v *validator) {
+	if c.Hostname == "" || !strings.Contains(c.Hostname, ".") {
+		v.errorf("hostname", "%q is not a fully-qualified host name", c.Hostname)
+	}
+	for i, l := range c.Listen {
+		key := fmt.Sprintf("listen.%d", i)
+		if _, _, err := net.SplitHostPort(l.Address); err != nil {
+			v.errorf(key+".address", "%q: %v", l.Address, err)
+		}
+		switch l.TLS {
+		case "none":
+		case "starttls", "implicit":
+			if c.TLS.CertFile == "" {
+				v.errorf(key+".tls", "tls: %s needs tls.cert_file and tls.key_file", l.TLS)
+			}
+		default:
+			v.errorf(key+".tls", "%q: want none, starttls or implicit", l.TLS)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Upstream.Address); err != nil {
+		v.errorf("upstream.address", "%q: %v", c.Upstream.Address, err)
+	}
+	switch c.Upstream.XClient {
+	case "auto", "xclient", "xforward", "off":
+	default:
+		v.errorf("upstream.xclient", "%q: want auto, xclient, xforward or off", c.Upstream.XClient)
+	}
+	for i, d := range c.Domains {
+		if d == "" || strings.ContainsAny(d, " @[]") {
+			v.errorf(fmt.Sprintf("domains.%d", i), "%q is not a domain name", d)
+		}
+	}
+	for i, n := range c.Relay.Networks {
+		p, err := ParsePrefix(n)
+		if err != nil {
+			v.errorf(fmt.Sprintf("relay.networks.%d", i), "%v", err)
+			continue
+		}
+		c.RelayNetworks = append(c.RelayNetworks, p)
+	}
+	switch c.Recipients.Verify {
+	case "none", "upstream":
+	default:
+		v.errorf("recipients.verify", "%q: want none or upstream", c.Recipients.Verify)
+	}
+	if len(c.Recipients.Files) > 0 {
+		rl, err := LoadRecipientList(c.Recipients.Files, c.Recipients.DetailDelimiter)
+		if err != nil {
+			v.fileErr(err)
+		}
+		c.RecipientList = rl
+	}
+	for i, s := range c.DNS.Servers {
+		if _, err := netip.ParseAddrPort(withPort(s, "53")); err != nil {
+			v.errorf(fmt.Sprintf("dns.servers.%d", i), "%q: want an IP address with optional :port", s)
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		v.errorf("tls", "cert_file and key_file go together")
+	}
+	for _, f := range []struct{ key, path string }{{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				v.errorf(f.key, "%v", err)
+			}
+		}
+	}
+	l := c.Limits
+	if l.MaxMessageBytes < 0 {
+		v.errorf("limits.max_message_bytes", "must be positive")
+	}
+	if l.MaxRecipients < 0 {
+		v.errorf("limits.max_recipients", "must be positive")
+	}
+	if l.MaxRecipients > 0 && l.MaxRecipients < 100 {
+		// RFC 5321 §4.5.3.1.8: at least 100 recipients MUST be accepted.
+		v.errorf("limits.max_recipients", "%d is below the 100 that RFC 5321 §4.5.3.1.8 requires", l.MaxRecipients)
+	}
+	if l.MaxLineLength < 1000 {
+		// RFC 5321 §4.5.3.1.6: a text line may be 1000 octets.
+		v.errorf("limits.max_line_length", "%d is below the 1000 that RFC 5321 §4.5.3.1.6 allows", l.MaxLineLength)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		v.errorf("log.format", "%q: want text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.errorf("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	c.Checks.validate(c, v)
+}
+
+// ParsePrefix parses a network (10.0.0.0/8) or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q is not a network", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or network", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+func withPort(s, port string) string {
+	if _, err := netip.ParseAddrPort(s); err == nil {
+		return s
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53).String()
+	}
+	return s
+}
+
+// DNSServers returns dns.servers as host:port.
+func (c *Config) DNSServers() []string {
+	out := make([]string, len(c.DNS.Servers))
+	for i, s := range c.DNS.Servers {
+		out[i] = withPort(s, "53")
+	}
+	return out
+}
