@@ -1,0 +1,113 @@
+// Command smtpgate is a front-line SMTP proxy: it listens on port 25,
+// refuses what must be refused while the client is connected, and relays
+// the rest to the real MTA on a loopback port, answering the client with
+// the MTA's own reply.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/proxy"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("smtpgate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/smtpgate/smtpgate.yaml", "configuration file")
+	check := fs.Bool("check", false, "validate the configuration and every file it names, then exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "smtpgate", version)
+		return 0
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	logger := newLogger(cfg, stderr)
+	srv, err := proxy.New(cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		return 1
+	}
+	if *check {
+		fmt.Fprintf(stdout, "%s: ok\n", *path)
+		return 0
+	}
+	if err := srv.Listen(); err != nil {
+		logger.Error("cannot listen", "error", err.Error())
+		return 1
+	}
+	logger.Info("smtpgate starting", "version", version, "config", *path, "upstream", cfg.Upstream.Address)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	for {
+		select {
+		case err := <-served:
+			if err != nil {
+				logger.Error("server stopped", "error", err.Error())
+				return 1
+			}
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reload(srv, *path, logger)
+				continue
+			}
+			logger.Info("shutting down", "signal", sig.String(), "drain", cfg.Shutdown.DrainTimeout.D().String())
+			ctx, cancel := context.WithTimeout(context.Background(), srv.DrainTimeout())
+			err := srv.Shutdown(ctx)
+			cancel()
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				logger.Error("shutdown", "error", err.Error())
+			}
+			logger.Info("stopped")
+			return 0
+		}
+	}
+}
+
+// reload reads the configuration again; a broken one is logged and the
+// running one kept.
+func reload(srv *proxy.Server, path string, logger *slog.Logger) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = srv.Reload(cfg)
+	}
+	if err != nil {
+		logger.Error("reload refused, keeping the running configuration", "config", path, "error", err.Error())
+	}
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,282 @@
+// Package proxy is the smtpgate server: listeners, TLS, the go-smtp
+// wiring, reload and graceful shutdown. It turns a config.Config into the
+// session.Settings that each new session uses.
+//
+// proxy knows nothing of the checks' details: verify.Build does that.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/session"
+	"github.com/smtpgate/smtpgate/upstream"
+	"github.com/smtpgate/smtpgate/verify"
+)
+
+// Server runs smtpgate's listeners.
+type Server struct {
+	Logger *slog.Logger
+
+	cfg     atomic.Pointer[config.Config]
+	cert    atomic.Pointer[tls.Certificate]
+	backend *session.Backend
+	servers []*smtp.Server
+	lns     []net.Listener
+
+	mu    sync.Mutex
+	conns map[*peerConn]struct{}
+	wg    sync.WaitGroup
+}
+
+// New prepares a server for cfg; Listen opens its sockets.
+func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
+	s := &Server{Logger: logger, conns: map[*peerConn]struct{}{}}
+	if err := s.loadCert(cfg); err != nil {
+		return nil, err
+	}
+	st, err := s.settings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Store(cfg)
+	s.backend = session.NewBackend(st)
+	return s, nil
+}
+
+func (s *Server) loadCert(cfg *config.Config) error {
+	if cfg.TLS.CertFile == "" {
+		return nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	s.cert.Store(&cert)
+	return nil
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		},
+	}
+}
+
+// settings builds what sessions need from cfg.
+func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
+	uo := upstream.Options{
+		Helo:           cfg.Upstream.Helo,
+		Timeout:        cfg.Upstream.Timeout.D(),
+		ConnectTimeout: cfg.Upstream.ConnectTimeout.D(),
+		XClient:        cfg.Upstream.XClient,
+	}
+	addr := cfg.Upstream.Address
+	var prober verify.RecipientProber
+	if cfg.Recipients.Verify == "upstream" {
+		prober = probeFunc(func(ctx context.Context, rcpt string) (verify.ProbeResult, error) {
+			rep, err := upstream.Probe(ctx, addr, uo, rcpt)
+			if err != nil {
+				return verify.ProbeResult{}, err
+			}
+			return verify.ProbeResult{Code: rep.Code, Enhanced: rep.Enhanced, Text: rep.Text()}, nil
+		})
+	}
+	policy, err := verify.Build(cfg, verify.Deps{Prober: prober, Logger: s.Logger})
+	if err != nil {
+		return nil, err
+	}
+	nets := cfg.RelayNetworks
+	return &session.Settings{
+		Hostname: cfg.Hostname,
+		Policy:   policy,
+		Dial: func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error) {
+			return upstream.Dial(ctx, addr, uo, ci)
+		},
+		MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
+		DataTimeout:    cfg.Limits.DataTimeout.D(),
+		DelayReject:    *cfg.DelayReject,
+		Trusted: func(a netip.Addr) bool {
+			for _, n := range nets {
+				if n.Contains(a) {
+					return true
+				}
+			}
+			return false
+		},
+		Logger: s.Logger,
+	}, nil
+}
+
+type probeFunc func(ctx context.Context, rcpt string) (verify.ProbeResult, error)
+
+func (f probeFunc) ProbeRecipient(ctx context.Context, rcpt string) (verify.ProbeResult, error) {
+	return f(ctx, rcpt)
+}
+
+// Listen opens every configured listener.
+func (s *Server) Listen() error {
+	cfg := s.cfg.Load()
+	for _, l := range cfg.Listen {
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("listen %s: %w", l.Address, err)
+		}
+		s.lns = append(s.lns, s.wrap(ln, l))
+	}
+	return nil
+}
+
+// Addrs returns the listening addresses (useful with port 0).
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.lns))
+	for i, l := range s.lns {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+func (s *Server) newSMTPServer(l config.Listener) *smtp.Server {
+	cfg := s.cfg.Load()
+	srv := smtp.NewServer(s.backend)
+	srv.Domain = cfg.Hostname
+	srv.MaxMessageBytes = cfg.Limits.MaxMessageBytes
+	srv.MaxRecipients = cfg.Limits.MaxRecipients
+	srv.MaxLineLength = cfg.Limits.MaxLineLength
+	srv.ReadTimeout = cfg.Limits.CommandTimeout.D()
+	srv.WriteTimeout = cfg.Limits.CommandTimeout.D()
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = log.New(slogWriter{s.Logger}, "", 0)
+	if l.TLS == "starttls" {
+		srv.TLSConfig = s.tlsConfig()
+	}
+	return srv
+}
+
+// Serve serves every listener until Shutdown. It returns the first
+// listener error other than a shutdown.
+func (s *Server) Serve() error {
+	cfg := s.cfg.Load()
+	errc := make(chan error, len(s.lns))
+	for i, ln := range s.lns {
+		srv := s.newSMTPServer(cfg.Listen[i])
+		s.servers = append(s.servers, srv)
+		s.Logger.Info("listening", "address", ln.Addr().String(), "tls", cfg.Listen[i].TLS)
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	var first error
+	for range s.lns {
+		if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Reload applies a new configuration to sessions that start from now on;
+// sessions in flight finish under the one they started with. Listener
+// addresses and limits need a restart; a change there is logged.
+func (s *Server) Reload(cfg *config.Config) error {
+	old := s.cfg.Load()
+	if err := s.loadCert(cfg); err != nil {
+		return err
+	}
+	st, err := s.settings(cfg)
+	if err != nil {
+		return err
+	}
+	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.Limits != cfg.Limits {
+		s.Logger.Warn("reload: listen and limits changes take effect at the next restart")
+	}
+	s.backend.Swap(st)
+	s.cfg.Store(cfg)
+	s.Logger.Info("reloaded", "config", cfg.Path, "checks", strings.Join(st.Policy.Names(), ","))
+	return nil
+}
+
+// Shutdown stops accepting, lets sessions that are in a transaction finish
+// until ctx ends, says 421 4.3.2 to the others at once and to the rest when
+// ctx ends, and returns when every connection is closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		conns := s.snapshot()
+		if len(conns) == 0 {
+			return nil
+		}
+		for _, c := range conns {
+			if !c.peer.Busy() {
+				c.goodbye()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			for _, c := range s.snapshot() {
+				c.goodbye()
+			}
+			s.waitConns(2 * time.Second)
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) snapshot() []*peerConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*peerConn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (s *Server) waitConns(d time.Duration) {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// Close closes every listener and connection at once.
+func (s *Server) Close() {
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	for _, c := range s.snapshot() {
+		c.Close()
+	}
+}
+
+// slogWriter sends go-smtp's own error log to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn("smtp server", "error", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// DrainTimeout is shutdown.drain_timeout of the running configuration.
+func (s *Server) DrainTimeout() time.Duration { return s.cfg.Load().Shutdown.DrainTimeout.D() }

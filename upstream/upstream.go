@@ -1,0 +1,633 @@
+// Package upstream is the client side towards the real MTA: dial, EHLO,
+// XCLIENT/XFORWARD, MAIL/RCPT/DATA/RSET/QUIT, with the MTA's replies
+// returned as values so that the session can hand them to the client
+// unchanged.
+//
+// upstream knows nothing of policy. It pipelines where the MTA offers
+// PIPELINING (RFC 2920) and never buffers a message: DATA is written
+// through a dot-stuffing writer as it arrives.
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Reply is an SMTP reply from the MTA.
+type Reply struct {
+	Code int
+	// Enhanced is the RFC 3463 code from the last line, zero if absent.
+	Enhanced [3]int
+	// Lines is the text of each line without code and enhanced code.
+	Lines []string
+}
+
+// Text joins the reply's lines.
+func (r *Reply) Text() string { return strings.Join(r.Lines, "\n") }
+
+func (r *Reply) String() string {
+	if r.Enhanced[0] != 0 {
+		return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], strings.Join(r.Lines, " / "))
+	}
+	return fmt.Sprintf("%d %s", r.Code, strings.Join(r.Lines, " / "))
+}
+
+// Positive reports a 2xx or 3xx reply.
+func (r *Reply) Positive() bool { return r.Code >= 200 && r.Code < 400 }
+
+// Error is a failure to talk to the MTA at all (refused, timed out, the
+// connection dropped): the caller answers the client with a 4xx.
+type Error struct {
+	Op  string // dial, greeting, ehlo, xclient, mail, rcpt, data, dot, rset
+	Err error
+}
+
+func (e *Error) Error() string { return "upstream " + e.Op + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Timeout reports whether the MTA did not answer in time.
+func (e *Error) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.Err, &ne) && ne.Timeout() || errors.Is(e.Err, context.DeadlineExceeded)
+}
+
+// ClientInfo is what XCLIENT/XFORWARD tell the MTA about the real client.
+type ClientInfo struct {
+	Addr  string // IP address, without brackets
+	Port  int
+	Name  string // reverse DNS name; "" is sent as [UNAVAILABLE]
+	Helo  string
+	Proto string // SMTP or ESMTP
+	Login string
+}
+
+// Options configure a Conn.
+type Options struct {
+	// Helo is our name in EHLO when the client's HELO is unknown.
+	Helo string
+	// Timeout bounds each command's reply (RFC 5321 §4.5.3.2).
+	Timeout time.Duration
+	// ConnectTimeout bounds the dial and the greeting.
+	ConnectTimeout time.Duration
+	// XClient is auto, xclient, xforward or off.
+	XClient string
+}
+
+// Conn is one connection to the MTA. It is not safe for concurrent use.
+type Conn struct {
+	nc   net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	opts Options
+
+	ext map[string]string // EHLO keywords, upper case, with their parameters
+
+	// pendingRset is set when a transaction was abandoned: RSET is sent
+	// pipelined with the next MAIL instead of costing a round trip now.
+	pendingRset bool
+	broken      bool
+	dw          dotWriter
+}
+
+// Dial connects to addr, reads the greeting and sends EHLO; then, as
+// opts.XClient says, XCLIENT (and EHLO again, as the MTA answers XCLIENT
+// with a new greeting) or XFORWARD.
+func Dial(ctx context.Context, addr string, opts Options, client *ClientInfo) (*Conn, error) {
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	d := net.Dialer{Timeout: opts.ConnectTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &Error{Op: "dial", Err: err}
+	}
+	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 32*1024), opts: opts}
+	c.dw.w = c.w
+	if err := c.handshake(ctx, client); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) handshake(ctx context.Context, client *ClientInfo) error {
+	c.deadline(ctx, c.opts.ConnectTimeout)
+	rep, err := c.readReply("greeting")
+	if err != nil {
+		return err
+	}
+	if rep.Code != 220 {
+		return &Error{Op: "greeting", Err: fmt.Errorf("MTA greeted with %s", rep)}
+	}
+	if err := c.ehlo(ctx, c.opts.Helo); err != nil {
+		return err
+	}
+	if client == nil {
+		return nil
+	}
+	mode := c.opts.XClient
+	if mode == "auto" {
+		switch {
+		case c.ext["XCLIENT"] != "" || c.has("XCLIENT"):
+			mode = "xclient"
+		case c.has("XFORWARD"):
+			mode = "xforward"
+		default:
+			mode = "off"
+		}
+	}
+	switch mode {
+	case "xclient":
+		return c.xclient(ctx, client)
+	case "xforward":
+		return c.xforward(ctx, client)
+	}
+	return nil
+}
+
+func (c *Conn) has(kw string) bool {
+	_, ok := c.ext[kw]
+	return ok
+}
+
+// Extension reports whether the MTA announced the EHLO keyword, and its
+// parameters.
+func (c *Conn) Extension(kw string) (string, bool) {
+	v, ok := c.ext[strings.ToUpper(kw)]
+	return v, ok
+}
+
+func (c *Conn) ehlo(ctx context.Context, name string) error {
+	if err := c.cmd(ctx, "ehlo", "EHLO "+name); err != nil {
+		return err
+	}
+	rep, err := c.readReply("ehlo")
+	if err != nil {
+		return err
+	}
+	if rep.Code != 250 {
+		return &Error{Op: "ehlo", Err: fmt.Errorf("MTA refused EHLO: %s", rep)}
+	}
+	c.ext = map[string]string{}
+	for _, l := range rep.Lines[1:] {
+		kw, params, _ := strings.Cut(l, " ")
+		c.ext[strings.ToUpper(kw)] = params
+	}
+	return nil
+}
+
+// xclient sends the attributes the MTA announced (Postfix XCLIENT_README).
+func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
+	allowed := map[string]bool{}
+	for _, a := range strings.Fields(strings.ToUpper(c.ext["XCLIENT"])) {
+		allowed[a] = true
+	}
+	attrs := []struct{ k, v string }{
+		{"NAME", orUnavailable(ci.Name)},
+		{"ADDR", addrAttr(ci.Addr)},
+		{"PORT", portAttr(ci.Port)},
+		{"PROTO", orUnavailable(ci.Proto)},
+		{"HELO", orUnavailable(ci.Helo)},
+		{"LOGIN", ci.Login},
+	}
+	var b strings.Builder
+	b.WriteString("XCLIENT")
+	n := 0
+	for _, a := range attrs {
+		if !allowed[a.k] || a.v == "" {
+			continue
+		}
+		b.WriteString(" " + a.k + "=" + xtext(a.v))
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := c.cmd(ctx, "xclient", b.String()); err != nil {
+		return err
+	}
+	rep, err := c.readReply("xclient")
+	if err != nil {
+		return err
+	}
+	if rep.Code != 220 {
+		return &Error{Op: "xclient", Err: fmt.Errorf("MTA refused XCLIENT: %s", rep)}
+	}
+	// The MTA now talks to "the client": greet it with the client's HELO
+	// name, as nginx's mail proxy does, so its logs and checks match.
+	name := ci.Helo
+	if name == "" || !allowed["HELO"] {
+		name = c.opts.Helo
+	}
+	return c.ehlo(ctx, name)
+}
+
+// xforward sends XFORWARD (Postfix XFORWARD_README); the MTA answers 250
+// and the attributes apply to the next transaction... and the ones after
+// it on this connection, until RSET-free reuse ends.
+func (c *Conn) xforward(ctx context.Context, ci *ClientInfo) error {
+	allowed := map[string]bool{}
+	for _, a := range strings.Fields(strings.ToUpper(c.ext["XFORWARD"])) {
+		allowed[a] = true
+	}
+	attrs := []struct{ k, v string }{
+		{"NAME", orUnavailable(ci.Name)},
+		{"ADDR", addrAttr(ci.Addr)},
+		{"PORT", portAttr(ci.Port)},
+		{"PROTO", orUnavailable(ci.Proto)},
+		{"HELO", orUnavailable(ci.Helo)},
+	}
+	for _, a := range attrs {
+		if !allowed[a.k] || a.v == "" {
+			continue
+		}
+		if err := c.cmd(ctx, "xforward", "XFORWARD "+a.k+"="+xtext(a.v)); err != nil {
+			return err
+		}
+		rep, err := c.readReply("xforward")
+		if err != nil {
+			return err
+		}
+		if rep.Code != 250 {
+			return &Error{Op: "xforward", Err: fmt.Errorf("MTA refused XFORWARD: %s", rep)}
+		}
+	}
+	return nil
+}
+
+func orUnavailable(s string) string {
+	if s == "" {
+		return "[UNAVAILABLE]"
+	}
+	return s
+}
+
+func addrAttr(a string) string {
+	if strings.Contains(a, ":") {
+		return "IPV6:" + a
+	}
+	return a
+}
+
+func portAttr(p int) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(p)
+}
+
+// xtext encodes per RFC 3461 §4 as XCLIENT requires.
+func xtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch < '!' || ch > '~' || ch == '+' || ch == '=' {
+			fmt.Fprintf(&b, "+%02X", ch)
+			continue
+		}
+		b.WriteByte(ch)
+	}
+	return b.String()
+}
+
+// deadline sets the connection deadline to the earlier of now+d and ctx's.
+func (c *Conn) deadline(ctx context.Context, d time.Duration) {
+	t := time.Now().Add(d)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(t) {
+		t = dl
+	}
+	c.nc.SetDeadline(t)
+}
+
+// cmd writes one command line and flushes.
+func (c *Conn) cmd(ctx context.Context, op, line string) error {
+	c.deadline(ctx, c.opts.Timeout)
+	c.w.WriteString(line)
+	c.w.WriteString("\r\n")
+	if err := c.w.Flush(); err != nil {
+		c.broken = true
+		return &Error{Op: op, Err: err}
+	}
+	return nil
+}
+
+// readReply reads a (multi-line) reply.
+func (c *Conn) readReply(op string) (*Reply, error) {
+	rep := &Reply{}
+	for {
+		line, err := c.r.ReadSlice('\n')
+		if err != nil {
+			c.broken = true
+			if err == bufio.ErrBufferFull {
+				err = errors.New("reply line too long")
+			}
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, &Error{Op: op, Err: err}
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) < 3 {
+			c.broken = true
+			return nil, &Error{Op: op, Err: fmt.Errorf("malformed reply %q", line)}
+		}
+		code, err := strconv.Atoi(string(line[:3]))
+		if err != nil || code < 200 || code > 599 || (rep.Code != 0 && code != rep.Code) {
+			c.broken = true
+			return nil, &Error{Op: op, Err: fmt.Errorf("malformed reply %q", line)}
+		}
+		rep.Code = code
+		last := len(line) == 3 || line[3] == ' '
+		text := ""
+		if len(line) > 4 {
+			text = string(line[4:])
+		}
+		if last {
+			if e, rest, ok := parseEnhanced(text, code); ok {
+				rep.Enhanced = e
+				text = rest
+			}
+		} else if _, rest, ok := parseEnhanced(text, code); ok {
+			text = rest
+		}
+		rep.Lines = append(rep.Lines, text)
+		if last {
+			return rep, nil
+		}
+	}
+}
+
+// parseEnhanced splits "5.1.1 text" when the class matches the code.
+func parseEnhanced(s string, code int) ([3]int, string, bool) {
+	var e [3]int
+	head, rest, _ := strings.Cut(s, " ")
+	parts := strings.Split(head, ".")
+	if len(parts) != 3 {
+		return e, s, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 999 || len(p) > 3 {
+			return e, s, false
+		}
+		e[i] = n
+	}
+	if e[0] != code/100 {
+		return e, s, false
+	}
+	return e, rest, true
+}
+
+// Broken reports whether the connection can no longer be used.
+func (c *Conn) Broken() bool { return c.broken }
+
+// Mail starts a transaction. params are the ESMTP parameters to pass on
+// (SIZE=, BODY=, SMTPUTF8), already formatted. An RSET owed from an
+// abandoned transaction is pipelined in front of it.
+func (c *Conn) Mail(ctx context.Context, from string, params []string) (*Reply, error) {
+	c.deadline(ctx, c.opts.Timeout)
+	rset := c.pendingRset
+	if rset {
+		c.w.WriteString("RSET\r\n")
+		c.pendingRset = false
+	}
+	writeCmd(c.w, "MAIL FROM:<", from, params)
+	if err := c.w.Flush(); err != nil {
+		c.broken = true
+		return nil, &Error{Op: "mail", Err: err}
+	}
+	if rset {
+		rep, err := c.readReply("rset")
+		if err != nil {
+			return nil, err
+		}
+		if rep.Code != 250 {
+			c.broken = true
+			return nil, &Error{Op: "rset", Err: fmt.Errorf("MTA refused RSET: %s", rep)}
+		}
+	}
+	return c.readReply("mail")
+}
+
+// Rcpt adds a recipient.
+func (c *Conn) Rcpt(ctx context.Context, to string, params []string) (*Reply, error) {
+	line := "RCPT TO:<" + to + ">"
+	for _, p := range params {
+		line += " " + p
+	}
+	if err := c.cmd(ctx, "rcpt", line); err != nil {
+		return nil, err
+	}
+	return c.readReply("rcpt")
+}
+
+// Begin sends MAIL and the first RCPT, pipelined when the MTA offers
+// PIPELINING (RFC 2920 §3.1), so a transaction costs one round trip
+// before DATA. rcptRep is nil when MAIL was refused.
+func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to string, rcptParams []string) (mailRep, rcptRep *Reply, err error) {
+	if !c.has("PIPELINING") {
+		mailRep, err = c.Mail(ctx, from, mailParams)
+		if err != nil || mailRep.Code/100 != 2 {
+			return mailRep, nil, err
+		}
+		rcptRep, err = c.Rcpt(ctx, to, rcptParams)
+		return mailRep, rcptRep, err
+	}
+	c.deadline(ctx, c.opts.Timeout)
+	rset := c.pendingRset
+	c.pendingRset = false
+	if rset {
+		c.w.WriteString("RSET\r\n")
+	}
+	writeCmd(c.w, "MAIL FROM:<", from, mailParams)
+	writeCmd(c.w, "RCPT TO:<", to, rcptParams)
+	if err := c.w.Flush(); err != nil {
+		c.broken = true
+		return nil, nil, &Error{Op: "mail", Err: err}
+	}
+	if rset {
+		rep, err := c.readReply("rset")
+		if err != nil {
+			return nil, nil, err
+		}
+		if rep.Code != 250 {
+			c.broken = true
+			return nil, nil, &Error{Op: "rset", Err: fmt.Errorf("MTA refused RSET: %s", rep)}
+		}
+	}
+	if mailRep, err = c.readReply("mail"); err != nil {
+		return nil, nil, err
+	}
+	rcptRep, err = c.readReply("rcpt")
+	if err != nil {
+		return nil, nil, err
+	}
+	if mailRep.Code/100 != 2 {
+		// RCPT without a sender is refused (503); don't report that.
+		return mailRep, nil, nil
+	}
+	return mailRep, rcptRep, nil
+}
+
+func writeCmd(w *bufio.Writer, verb, addr string, params []string) {
+	w.WriteString(verb)
+	w.WriteString(addr)
+	w.WriteByte('>')
+	for _, p := range params {
+		w.WriteByte(' ')
+		w.WriteString(p)
+	}
+	w.WriteString("\r\n")
+}
+
+// Data sends DATA. On a 354 it returns a writer that dot-stuffs what it is
+// given, which must be CRLF-terminated lines; finish with End or Abort.
+func (c *Conn) Data(ctx context.Context) (*Reply, io.Writer, error) {
+	if err := c.cmd(ctx, "data", "DATA"); err != nil {
+		return nil, nil, err
+	}
+	rep, err := c.readReply("data")
+	if err != nil {
+		return nil, nil, err
+	}
+	if rep.Code != 354 {
+		return rep, nil, nil
+	}
+	c.dw.bol = true
+	c.dw.err = nil
+	c.dw.ctx = ctx
+	c.dw.c = c
+	return rep, &c.dw, nil
+}
+
+// End sends the final dot and returns the MTA's verdict on the message.
+func (c *Conn) End(ctx context.Context) (*Reply, error) {
+	if c.dw.err != nil {
+		return nil, c.dw.err
+	}
+	c.deadline(ctx, c.opts.Timeout)
+	if !c.dw.bol {
+		// The session only gives whole lines; be safe anyway.
+		c.w.WriteString("\r\n")
+	}
+	c.w.WriteString(".\r\n")
+	if err := c.w.Flush(); err != nil {
+		c.broken = true
+		return nil, &Error{Op: "dot", Err: err}
+	}
+	return c.readReply("dot")
+}
+
+// Abort abandons a DATA in progress. There is no way to take back a DATA
+// in SMTP short of dropping the connection before the final dot: the MTA
+// then discards what it got (RFC 5321 §4.1.1.4 makes delivery depend on
+// the end-of-data indication). The Conn is unusable afterwards.
+func (c *Conn) Abort() {
+	c.broken = true
+	// Linger 0: a reset, not a FIN that a slow MTA could mistake for more.
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.nc.Close()
+}
+
+// Reset abandons the current transaction. RSET is sent lazily, pipelined
+// with the next MAIL (RFC 2920 lets RSET stand anywhere in a group).
+func (c *Conn) Reset() {
+	c.pendingRset = true
+}
+
+// Quit says goodbye politely and closes.
+func (c *Conn) Quit() {
+	if !c.broken {
+		c.nc.SetDeadline(time.Now().Add(2 * time.Second))
+		if c.pendingRset {
+			c.w.WriteString("RSET\r\n")
+		}
+		c.w.WriteString("QUIT\r\n")
+		if c.w.Flush() == nil {
+			if c.pendingRset {
+				c.readReply("rset")
+			}
+			c.readReply("quit")
+		}
+	}
+	c.nc.Close()
+}
+
+// Close closes the connection without QUIT.
+func (c *Conn) Close() error {
+	c.broken = true
+	return c.nc.Close()
+}
+
+// dotWriter dot-stuffs (RFC 5321 §4.5.2) CRLF lines on their way to the
+// MTA, without copying them.
+type dotWriter struct {
+	w   *bufio.Writer
+	c   *Conn
+	ctx context.Context
+	bol bool // at the beginning of a line
+	err error
+}
+
+func (d *dotWriter) Write(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	d.c.deadline(d.ctx, d.c.opts.Timeout)
+	n := 0
+	for len(p) > 0 {
+		if d.bol && p[0] == '.' {
+			d.w.WriteByte('.')
+		}
+		i := bytes.IndexByte(p, '\n')
+		var chunk []byte
+		if i < 0 {
+			chunk = p
+			d.bol = false
+		} else {
+			chunk = p[:i+1]
+			d.bol = true
+		}
+		if _, err := d.w.Write(chunk); err != nil {
+			d.c.broken = true
+			d.err = &Error{Op: "data", Err: err}
+			return n, d.err
+		}
+		n += len(chunk)
+		p = p[len(chunk):]
+	}
+	return n, nil
+}
+
+// Probe asks the MTA whether it would accept rcpt: MAIL FROM:<> (so that
+// nothing could ever bounce), RCPT, then RSET and QUIT. The MTA's RCPT
+// reply is returned.
+func Probe(ctx context.Context, addr string, opts Options, rcpt string) (*Reply, error) {
+	c, err := Dial(ctx, addr, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Quit()
+	mailRep, rcptRep, err := c.Begin(ctx, "", nil, rcpt, nil)
+	if err != nil {
+		return nil, err
+	}
+	if mailRep.Code/100 != 2 {
+		return nil, &Error{Op: "mail", Err: fmt.Errorf("MTA refused the null sender: %s", mailRep)}
+	}
+	c.Reset()
+	return rcptRep, nil
+}
