@@ -27,6 +27,7 @@ users=${*:-alice bob}
 command -v postfix >/dev/null || { echo "postfix is not installed (apt-get install postfix)" >&2; exit 1; }
 
 mkdir -p "$dir/etc" "$dir/queue" "$dir/data" "$dir/mail"
+chmod 755 "$dir"
 dir=$(cd "$dir" && pwd)
 chown postfix "$dir/data"
 chown nobody:nogroup "$dir/mail"

@@ -1,0 +1,359 @@
+// Package integration runs the built smtpgate binary in front of a real
+// Postfix on loopback ports, driven by swaks, smtp-source and a raw SMTP
+// client. It needs root (Postfix drops privileges), postfix and swaks:
+// without them the tests fail, they do not skip.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binary   string // the smtpgate binary under test
+	mta      *postfix
+	repoRoot string
+)
+
+const domain = "example.com"
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	for _, tool := range []string{"postfix", "swaks", "smtp-source"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err := os.Stat("/usr/sbin/" + tool); err != nil {
+				fmt.Fprintf(os.Stderr, "integration: %s is not installed: run the README's test command (it installs postfix and swaks)\n", tool)
+				return 1
+			}
+		}
+	}
+	os.Setenv("PATH", os.Getenv("PATH")+":/usr/sbin")
+	wd, _ := os.Getwd()
+	repoRoot = filepath.Dir(wd)
+	tmp, err := os.MkdirTemp("", "smtpgate-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	os.Chmod(tmp, 0o755) // Postfix runs as user postfix
+	binary = filepath.Join(tmp, "smtpgate")
+	build := exec.Command("go", "build", "-race", "-o", binary, "./cmd/smtpgate")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: build:", err)
+		return 1
+	}
+	mta, err = startPostfix(filepath.Join(tmp, "postfix"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	defer mta.stop()
+	return m.Run()
+}
+
+// postfix is a private Postfix instance (integration/postfix.sh).
+type postfix struct {
+	dir  string
+	port int
+	mu   sync.Mutex
+}
+
+func startPostfix(dir string) (*postfix, error) {
+	p := &postfix{dir: dir, port: freePort()}
+	return p, p.start()
+}
+
+func (p *postfix) start() error {
+	out, err := exec.Command("bash", filepath.Join(repoRoot, "integration/postfix.sh"), "start", p.dir, strconv.Itoa(p.port), domain, "alice", "bob", "carol").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("postfix.sh start: %v\n%s", err, out)
+	}
+	return nil
+}
+
+func (p *postfix) stop() {
+	exec.Command("bash", filepath.Join(repoRoot, "integration/postfix.sh"), "stop", p.dir).Run()
+}
+
+func (p *postfix) addr() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
+
+// killSMTPD kills every smtpd process of this instance with SIGKILL: the
+// connections smtpgate holds die mid-conversation.
+func (p *postfix) killSMTPD(t *testing.T) {
+	t.Helper()
+	pidb, err := os.ReadFile(filepath.Join(p.dir, "queue/pid/master.pid"))
+	if err != nil {
+		t.Fatalf("master pid: %v", err)
+	}
+	master := strings.TrimSpace(string(pidb))
+	out, _ := exec.Command("pgrep", "-P", master, "smtpd").Output()
+	pids := strings.Fields(string(out))
+	if len(pids) == 0 {
+		t.Fatalf("no smtpd child of master %s", master)
+	}
+	for _, pid := range pids {
+		n, _ := strconv.Atoi(pid)
+		syscall.Kill(n, syscall.SIGKILL)
+	}
+}
+
+// mailbox lists the messages delivered to user.
+func (p *postfix) mailbox(user string) []string {
+	var files []string
+	for _, sub := range []string{"new", "cur"} {
+		m, _ := filepath.Glob(filepath.Join(p.dir, "mail", user, sub, "*"))
+		files = append(files, m...)
+	}
+	return files
+}
+
+// messages returns the contents of user's mailbox.
+func (p *postfix) messages(t *testing.T, user string) []string {
+	var out []string
+	for _, f := range p.mailbox(user) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// settle waits until the queue is empty (everything delivered or
+// bounced), bounded.
+func (p *postfix) settle(t *testing.T) {
+	t.Helper()
+	for i := 0; i < 600; i++ {
+		n := 0
+		for _, q := range []string{"incoming", "active", "maildrop"} {
+			filepath.Walk(filepath.Join(p.dir, "queue", q), func(path string, info os.FileInfo, err error) error {
+				if err == nil && !info.IsDir() {
+					n++
+				}
+				return nil
+			})
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("postfix queue did not drain")
+}
+
+// clearMailboxes removes every delivered message.
+func (p *postfix) clearMailboxes() {
+	for _, u := range []string{"alice", "bob", "carol"} {
+		for _, f := range p.mailbox(u) {
+			os.Remove(f)
+		}
+	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// gate is a running smtpgate.
+type gate struct {
+	addr string
+	cmd  *exec.Cmd
+	cfg  string
+	log  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startGate runs smtpgate in front of the test Postfix with extra YAML
+// appended to a base configuration.
+func startGate(t *testing.T, extra string) *gate {
+	t.Helper()
+	port := freePort()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`hostname: gw.%s
+listen:
+  - address: 127.0.0.1:%d
+upstream:
+  address: %s
+  timeout: 10s
+domains: [%s]
+shutdown:
+  drain_timeout: 5s
+%s`, domain, port, mta.addr(), domain, extra)
+	path := filepath.Join(dir, "smtpgate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{addr: fmt.Sprintf("127.0.0.1:%d", port), cfg: path, log: &syncBuffer{}, done: make(chan error, 1)}
+	g.cmd = exec.Command(binary, "-config", path)
+	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { g.done <- g.cmd.Wait() }()
+	t.Cleanup(func() {
+		g.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-g.done:
+		case <-time.After(10 * time.Second):
+			g.cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("smtpgate log:\n%s", g.log.String())
+		}
+	})
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", g.addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatalf("smtpgate did not listen: %s", g.log.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return g
+}
+
+// client is a raw SMTP client: every byte it sends is exactly what the
+// test wrote.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	return dialFrom(t, addr, "")
+}
+
+// dialFrom connects from a chosen loopback address (127.0.0.2, ...), so
+// that the MTA can tell XCLIENT's address from smtpgate's own.
+func dialFrom(t *testing.T, addr, local string) *client {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	t.Cleanup(func() { conn.Close() })
+	c.expect(220)
+	return c
+}
+
+// reply reads one reply and returns its code and full text.
+func (c *client) reply() (int, string) {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var text strings.Builder
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			return 0, "read error: " + err.Error()
+		}
+		text.WriteString(line)
+		if len(line) < 4 || line[3] != '-' {
+			code, _ := strconv.Atoi(line[:3])
+			return code, text.String()
+		}
+	}
+}
+
+func (c *client) expect(code int) string {
+	c.t.Helper()
+	got, text := c.reply()
+	if got != code {
+		c.t.Fatalf("want %d, got %q", code, text)
+	}
+	return text
+}
+
+func (c *client) send(s string) {
+	c.t.Helper()
+	if _, err := c.conn.Write([]byte(s)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// cmd sends a command line and returns the reply.
+func (c *client) cmd(line string) (int, string) {
+	c.t.Helper()
+	c.send(line + "\r\n")
+	return c.reply()
+}
+
+func (c *client) must(line string, code int) string {
+	c.t.Helper()
+	got, text := c.cmd(line)
+	if got != code {
+		c.t.Fatalf("%s: want %d, got %q", line, code, text)
+	}
+	return text
+}
+
+// envelope runs EHLO, MAIL and RCPT, expecting success.
+func (c *client) envelope(from string, to ...string) {
+	c.t.Helper()
+	c.must("EHLO client.example.org", 250)
+	c.must("MAIL FROM:<"+from+">", 250)
+	for _, r := range to {
+		c.must("RCPT TO:<"+r+">", 250)
+	}
+}
+
+// swaks runs swaks against addr and returns its transcript.
+func swaks(t *testing.T, addr string, args ...string) (string, error) {
+	t.Helper()
+	all := append([]string{"--server", addr, "--timeout", "30"}, args...)
+	out, err := exec.Command("swaks", all...).CombinedOutput()
+	return string(out), err
+}
+
+func netDial(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, time.Second)
+}
