@@ -215,11 +215,25 @@ func CanonicalDomain(s string) (string, error) {
 		return "", fmt.Errorf("%w: empty", ErrDomain)
 	}
 	if !isASCII(s) || strings.Contains(strings.ToLower(s), "xn--") {
-		// UTS #46 lookup processing: what resolvers and Postfix's
-		// smtputf8 code do, so "BÜCHER.example" is "xn--bcher-kva.example".
+		// UTS #46 lookup processing, as resolvers and Postfix's
+		// smtputf8 code do: "BÜCHER.example" is "xn--bcher-kva.example".
+		if !utf8.ValidString(s) {
+			return "", fmt.Errorf("%w: not UTF-8", ErrDomain)
+		}
 		a, err := idna.Lookup.ToASCII(s)
 		if err != nil {
 			return "", fmt.Errorf("%w: %q: %v", ErrDomain, s, err)
+		}
+		// The A-labels must read back as they are: a name is only
+		// canonical if canonicalizing it again changes nothing.
+		if b, err := idna.Lookup.ToASCII(a); err != nil || b != a {
+			return "", fmt.Errorf("%w: %q: unstable IDN conversion", ErrDomain, s)
+		}
+		// UTS #46 also maps look-alikes (full-width letters, "。") to
+		// ASCII; those are not U-labels (RFC 5891 §5.3) and a mail
+		// domain spelt so is refused rather than taken for ours.
+		if u, err := idna.Lookup.ToUnicode(a); err != nil || (!isASCII(s) && u != strings.ToLower(s)) {
+			return "", fmt.Errorf("%w: %q: not in U-label form", ErrDomain, s)
 		}
 		s = a
 	}

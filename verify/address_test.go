@@ -57,6 +57,8 @@ func TestParseAddress(t *testing.T) {
 		{in: "user@[IPv6:fe80::1%eth0]", err: ErrDomain},
 		{in: "user@[x-tag:foo]", err: ErrDomain},
 		{in: "user@xn--zz.example", err: ErrDomain},
+		{in: "user@0\xc30.example", err: ErrDomain},
+		{in: "user@ｏｕｒｓ.example", err: ErrDomain},
 		{in: "us\x00er@example.com", err: ErrLocalPart},
 		{in: "us\xffer@example.com", err: ErrLocalPart},
 		{in: `""@example.com`, err: ErrLocalPart},
@@ -144,7 +146,11 @@ func TestCanonicalDomain(t *testing.T) {
 		{"Example.COM", "example.com", true},
 		{"example.com.", "example.com", true},
 		{"münchen.de", "xn--mnchen-3ya.de", true},
-		{"ＥＸＡＭＰＬＥ.com", "example.com", true}, // UTS #46 maps full-width forms
+		{"ＥＸＡＭＰＬＥ.com", "", false}, // UTS #46 would map it to ASCII
+		{"example。com", "", false},
+		{"bu\u0308cher.example", "", false}, // not NFC
+		{"Bücher.Example", "xn--bcher-kva.example", true},
+		{"0\xc30", "", false},
 		{"[192.0.2.1]", "", false},
 		{"", "", false},
 		{".", "", false},

@@ -48,6 +48,9 @@ func TestRelayBattery(t *testing.T) {
 		"user@оurs.example", // Cyrillic о
 		"user@ours.exаmple", // Cyrillic а
 		"user@bucher.example",
+		"user@ｏｕｒｓ.example",       // full-width
+		"user@ours。example",       // ideographic full stop
+		"user@OURS.EXAMPLE\u200b", // zero-width space
 		"user%[192.0.2.1]@ours.example",
 		"user%foreign.com.@ours.example",
 		"user%@ours.example",
