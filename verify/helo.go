@@ -1,0 +1,146 @@
+package verify
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+)
+
+// Config and log names of the HELO checks, each switchable on its own.
+const (
+	NameForgedHelo  = "forged_helo"
+	NameInvalidHelo = "invalid_helo"
+	NameNonFQDNHelo = "non_fqdn_helo"
+)
+
+// heloAddr returns the IP a HELO argument names: an address literal
+// ("[192.0.2.1]", "[IPv6:...]") or a bare address, which spam software
+// sends although RFC 5321 §4.1.3 asks for brackets.
+func heloAddr(helo string) (netip.Addr, bool) {
+	if strings.HasPrefix(helo, "[") {
+		ip, err := ParseAddressLiteral(helo)
+		return ip, err == nil
+	}
+	ip, err := netip.ParseAddr(helo)
+	return ip, err == nil && ip.Zone() == ""
+}
+
+// ForgedHelo refuses a HELO/EHLO that claims to be us: our hostname, one of
+// our domains, or an address literal (or bare address) of one of our own
+// addresses or of loopback, from a client that is not us. Nobody else has
+// a reason to say so; bots say it because hosts trust themselves.
+//
+// A client is us when it connects from loopback or from one of our own
+// addresses. Clients in the relay networks (Client.Trusted) and
+// authenticated clients are our own hosts and users and pass too. Only exact
+// names match: a HELO of another host in our domain (mx2.example.com) is
+// not refused.
+//
+// Replies:
+//
+//	550 5.7.1 <helo>: Helo command rejected: forged hostname (that is us)
+type ForgedHelo struct {
+	names domainSet
+	ips   []netip.Addr
+}
+
+// NewForgedHelo returns the check for our hostname, our domains and our
+// own addresses (the listener addresses and the host's public ones).
+func NewForgedHelo(hostname string, domains []string, ownIPs []netip.Addr) *ForgedHelo {
+	f := &ForgedHelo{names: newDomainSet(append([]string{hostname}, domains...))}
+	for _, ip := range ownIPs {
+		f.ips = append(f.ips, ip.Unmap())
+	}
+	return f
+}
+
+// Name returns NameForgedHelo.
+func (*ForgedHelo) Name() string { return NameForgedHelo }
+
+func (f *ForgedHelo) ours(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	for _, o := range f.ips {
+		if ip == o.WithZone("") {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckHelo implements HeloChecker.
+func (f *ForgedHelo) CheckHelo(_ context.Context, c *Client) Result {
+	if c.Helo == "" || c.Trusted || c.Login != "" || (c.Addr.IsValid() && f.ours(c.Addr.WithZone(""))) {
+		return Result{}
+	}
+	forged := Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: bracket(c.Helo) + ": Helo command rejected: forged hostname (that is us)"}
+	if ip, ok := heloAddr(c.Helo); ok {
+		if f.ours(ip) {
+			return Rejected(forged, "HELO names our address "+ip.String())
+		}
+		return Result{}
+	}
+	if d, err := CanonicalDomain(c.Helo); err == nil && f.names[d] {
+		return Rejected(forged, "HELO names our host or domain "+d)
+	}
+	return Result{}
+}
+
+// InvalidHelo refuses a HELO/EHLO argument that is neither a valid
+// hostname (RFC 1123 §2.1, "_" allowed as Postfix does, IDNs as U-labels or
+// A-labels) nor a valid address literal (RFC 5321 §4.1.3), like Postfix's
+// reject_invalid_helo_hostname. A bare IP address is invalid: RFC 5321
+// wants it in brackets.
+//
+// Replies:
+//
+//	501 5.5.2 <helo>: Helo command rejected: Invalid name
+type InvalidHelo struct{}
+
+// NewInvalidHelo returns the check.
+func NewInvalidHelo() *InvalidHelo { return &InvalidHelo{} }
+
+// Name returns NameInvalidHelo.
+func (*InvalidHelo) Name() string { return NameInvalidHelo }
+
+// CheckHelo implements HeloChecker.
+func (*InvalidHelo) CheckHelo(_ context.Context, c *Client) Result {
+	var err error
+	if strings.HasPrefix(c.Helo, "[") {
+		_, err = ParseAddressLiteral(c.Helo)
+	} else {
+		_, err = CanonicalDomain(c.Helo)
+	}
+	if err != nil {
+		return Rejected(Reply{Code: 501, Enhanced: [3]int{5, 5, 2}, Text: bracket(c.Helo) + ": Helo command rejected: Invalid name"}, err.Error())
+	}
+	return Result{}
+}
+
+// NonFQDNHelo refuses a HELO/EHLO hostname without a dot (Postfix's
+// reject_non_fqdn_helo_hostname): "localhost", "DESKTOP-1234". Address
+// literals pass; whether the rest is valid is InvalidHelo's business.
+//
+// Replies:
+//
+//	504 5.5.2 <helo>: Helo command rejected: need fully-qualified hostname
+type NonFQDNHelo struct{}
+
+// NewNonFQDNHelo returns the check.
+func NewNonFQDNHelo() *NonFQDNHelo { return &NonFQDNHelo{} }
+
+// Name returns NameNonFQDNHelo.
+func (*NonFQDNHelo) Name() string { return NameNonFQDNHelo }
+
+// CheckHelo implements HeloChecker.
+func (*NonFQDNHelo) CheckHelo(_ context.Context, c *Client) Result {
+	if strings.HasPrefix(c.Helo, "[") {
+		return Result{}
+	}
+	if !strings.Contains(strings.TrimSuffix(c.Helo, "."), ".") {
+		return Rejected(Reply{Code: 504, Enhanced: [3]int{5, 5, 2}, Text: bracket(c.Helo) + ": Helo command rejected: need fully-qualified hostname"}, "no dot")
+	}
+	return Result{}
+}
