@@ -467,9 +467,9 @@ func bracket(p string, i int) (int, string, error) {
 		case c == '\\':
 			b.WriteString(`\\`)
 			j++
-		case c == '[' && j+1 < len(p) && (p[j+1] == ':' || p[j+1] == '.' || p[j+1] == '='):
-			// [:class:] (RE2 knows these), [.coll.] and [=equiv=] (RE2
-			// does not, and will say so).
+		case c == '[' && j+1 < len(p) && (p[j+1] == '.' || p[j+1] == '='):
+			return 0, "", fmt.Errorf("%q in bracket expression: collating elements and equivalence classes are not supported", p[j:j+2])
+		case c == '[' && j+1 < len(p) && p[j+1] == ':':
 			end := strings.Index(p[j+2:], string(p[j+1])+"]")
 			if end < 0 {
 				return 0, "", fmt.Errorf("unterminated %q in bracket expression", p[j:j+2])
