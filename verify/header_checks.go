@@ -329,14 +329,6 @@ func parseReply(text string, act contentAction) (Reply, error) {
 	return r, nil
 }
 
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
 
 // looksEnhanced reports whether w has the shape of an enhanced status
 // code: digits and two dots.

@@ -224,10 +224,6 @@ func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f'
 }
 
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
 func (t *RegexpTable) errorf(line int, format string, args ...any) error {
 	return fmt.Errorf("%s:%d: %s", t.name, line, fmt.Sprintf(format, args...))
 }
@@ -430,7 +426,7 @@ func translatePOSIX(p string) (string, error) {
 			}
 			i += 2
 		case '[':
-			end, expr, err := bracket(p, i)
+			end, expr, err := posixBracket(p, i)
 			if err != nil {
 				return "", err
 			}
@@ -446,7 +442,7 @@ func translatePOSIX(p string) (string, error) {
 
 // bracket translates the POSIX bracket expression starting at p[i] == '['
 // and returns the index after it.
-func bracket(p string, i int) (int, string, error) {
+func posixBracket(p string, i int) (int, string, error) {
 	var b strings.Builder
 	b.WriteByte('[')
 	j := i + 1
