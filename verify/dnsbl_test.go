@@ -120,7 +120,6 @@ func TestDNSBL(t *testing.T) {
 	single := must(NewDNSBL(r, []DNSBLZone{
 		{Zone: "bl.test", Filter: "127.0.0.[2..11]"},
 		{Zone: "servfail.test"},
-		{Zone: "slow.test"},
 		{Zone: "any.test"},
 	}, 0))
 	weighted := must(NewDNSBL(r, []DNSBLZone{
@@ -185,6 +184,7 @@ func TestDNSBL(t *testing.T) {
 }
 
 func TestDNSBLEvidenceNamesFailingZones(t *testing.T) {
+	t.Parallel()
 	s := newTestDNS(t, dnsblRR("bl.test", "192.0.2.1", "127.0.0.2"))
 	d, err := NewDNSBL(testResolver(t, s), []DNSBLZone{{Zone: "bl.test"}, {Zone: "servfail.test"}, {Zone: "slow.test"}}, 1)
 	if err != nil {

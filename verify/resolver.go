@@ -67,15 +67,9 @@ type Resolver struct {
 func NewResolver(o ResolverOptions) (*Resolver, error) {
 	servers := o.Servers
 	if len(servers) == 0 {
-		cfg, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-		if err != nil {
-			return nil, fmt.Errorf("dns servers: %w", err)
-		}
-		for _, s := range cfg.Servers {
-			servers = append(servers, net.JoinHostPort(s, cfg.Port))
-		}
-		if len(servers) == 0 {
-			return nil, errors.New("dns servers: none in /etc/resolv.conf")
+		var err error
+		if servers, err = resolvConfServers("/etc/resolv.conf"); err != nil {
+			return nil, err
 		}
 	}
 	for _, s := range servers {
@@ -99,6 +93,22 @@ func NewResolver(o ResolverOptions) (*Resolver, error) {
 		cache:   newAnswerCache(size),
 		now:     time.Now,
 	}, nil
+}
+
+// resolvConfServers returns the nameservers of a resolv.conf as host:port.
+func resolvConfServers(path string) ([]string, error) {
+	cfg, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dns servers: %w", err)
+	}
+	var servers []string
+	for _, s := range cfg.Servers {
+		servers = append(servers, net.JoinHostPort(s, cfg.Port))
+	}
+	if len(servers) == 0 {
+		return nil, fmt.Errorf("dns servers: no nameserver in %s", path)
+	}
+	return servers, nil
 }
 
 // Answer is a DNS response reduced to what checks look at. Answers are
@@ -197,8 +207,8 @@ func clampTTL(d, hi time.Duration) time.Duration {
 // ResolverStats are the resolver's counters since it was built.
 type ResolverStats struct {
 	Hits      uint64 // answered from the cache
-	Misses    uint64 // not in the cache
-	Coalesced uint64 // misses that waited for an identical query in flight
+	Misses    uint64 // not in the cache: asked the servers
+	Coalesced uint64 // waited for an identical query in flight
 	Queries   uint64 // queries sent (per server tried, TCP retries included)
 	Failures  uint64 // lookups that ended in an error (timeout, network)
 	Entries   int    // answers cached now
@@ -232,8 +242,13 @@ func (r *Resolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answ
 			r.hits.Add(1)
 			return a, nil
 		}
-		r.misses.Add(1)
 		a, err, shared := r.flight.do(ctx, key, func() (*Answer, error) {
+			// An identical query may have finished since we looked.
+			if a, ok := r.cache.get(key, r.now()); ok {
+				r.hits.Add(1)
+				return a, nil
+			}
+			r.misses.Add(1)
 			a, err := r.query(ctx, key.name, qtype)
 			if err == nil {
 				r.cache.put(key, a, r.now().Add(a.ttl()))

@@ -26,6 +26,7 @@ var senderZone = []string{
 }
 
 func TestUnknownSenderDomain(t *testing.T) {
+	t.Parallel()
 	s := newTestDNS(t, senderZone...)
 	check := NewUnknownSenderDomain(testResolver(t, s))
 	tests := []struct {

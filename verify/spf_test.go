@@ -32,6 +32,7 @@ var spfZone = []string{
 }
 
 func TestSPF(t *testing.T) {
+	t.Parallel()
 	s := newTestDNS(t, spfZone...)
 	check := NewSPF(testResolver(t, s), "gate.example")
 	tests := []struct {
