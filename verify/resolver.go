@@ -310,14 +310,31 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*Answe
 func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, server string) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	r.queries.Add(1)
-	resp, _, err := r.udp.ExchangeContext(ctx, m, server)
+	resp, err := r.exchangeOver(ctx, r.udp, m, server)
 	if err != nil {
 		return nil, err
 	}
 	if resp.Truncated {
-		r.queries.Add(1)
-		resp, _, err = r.tcp.ExchangeContext(ctx, m, server)
+		resp, err = r.exchangeOver(ctx, r.tcp, m, server)
+	}
+	return resp, err
+}
+
+// exchangeOver is one query over one transport. miekg/dns turns the
+// context's deadline into the connection's, but not its cancellation:
+// that is done here by moving the deadline to the past.
+func (r *Resolver) exchangeOver(ctx context.Context, c *dns.Client, m *dns.Msg, server string) (*dns.Msg, error) {
+	r.queries.Add(1)
+	conn, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
 	}
 	return resp, err
 }

@@ -195,6 +195,21 @@ func TestResolverContextDeadline(t *testing.T) {
 	}
 }
 
+func TestResolverContextCancel(t *testing.T) {
+	t.Parallel()
+	s := newTestDNS(t, resolverZone...)
+	r, err := NewResolver(ResolverOptions{Servers: []string{s.Addr}, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err = r.Lookup(ctx, "slow.example.test", dns.TypeA)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+}
+
 func TestResolverServersInOrder(t *testing.T) {
 	s := newTestDNS(t, resolverZone...)
 	// A port nobody listens on: the query is refused at once.
