@@ -30,12 +30,15 @@ type Checks struct {
 	HeaderChecks        TableCheck       `yaml:"header_checks"`
 	BodyChecks          TableCheck       `yaml:"body_checks"`
 	SPF                 Check            `yaml:"spf"`
+	SenderLoginMismatch Check            `yaml:"sender_login_mismatch"`
 }
 
 // NonFQDNSender is checks.non_fqdn_sender.
 type NonFQDNSender struct {
-	Check         `yaml:",inline"`
-	AllowLiterals bool `yaml:"allow_address_literals"`
+	Check `yaml:",inline"`
+	// RejectLiterals refuses address-literal senders (user@[192.0.2.1]),
+	// which Postfix lets through.
+	RejectLiterals bool `yaml:"reject_address_literals"`
 }
 
 // OwnDomainForgery is checks.own_domain_forgery.
@@ -120,6 +123,7 @@ func (cs *Checks) each() map[string]*Check {
 		"header_checks":         &cs.HeaderChecks.Check,
 		"body_checks":           &cs.BodyChecks.Check,
 		"spf":                   &cs.SPF,
+		"sender_login_mismatch": &cs.SenderLoginMismatch,
 	}
 }
 

@@ -36,6 +36,7 @@ type Config struct {
 	Log         Log        `yaml:"log"`
 	Shutdown    Shutdown   `yaml:"shutdown"`
 	DelayReject *bool      `yaml:"delay_reject"`
+	Auth        Auth       `yaml:"auth"`
 	Checks      Checks     `yaml:"checks"`
 
 	// Path is the file the configuration was read from.
@@ -81,6 +82,13 @@ type Recipients struct {
 	PositiveTTL     Duration `yaml:"positive_ttl"`
 	NegativeTTL     Duration `yaml:"negative_ttl"`
 	CacheSize       int      `yaml:"cache_size"`
+}
+
+// Auth configures who our users are and which sender addresses they own.
+type Auth struct {
+	// SenderLoginMaps is a file in Postfix smtpd_sender_login_maps format:
+	// "address login1, login2" and "@domain login" lines.
+	SenderLoginMaps string `yaml:"sender_login_maps"`
 }
 
 // DNS configures the resolver shared by all checks.
@@ -441,6 +449,17 @@ func (c *Config) validate(v *validator) {
 	for i, s := range c.DNS.Servers {
 		if _, err := netip.ParseAddrPort(withPort(s, "53")); err != nil {
 			v.errorf(fmt.Sprintf("dns.servers.%d", i), "%q: want an IP address with optional :port", s)
+		}
+	}
+	for _, f := range []struct{ key, path string }{
+		{"auth.sender_login_maps", c.Auth.SenderLoginMaps},
+		{"checks.header_checks.file", c.Checks.HeaderChecks.File},
+		{"checks.body_checks.file", c.Checks.BodyChecks.File},
+	} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				v.errorf(f.key, "%v", err)
+			}
 		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {

@@ -23,6 +23,7 @@ import (
 var (
 	binary   string // the smtpgate binary under test
 	mta      *postfix
+	dnsSrv   *dnsServer
 	repoRoot string
 )
 
@@ -59,6 +60,12 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: build:", err)
 		return 1
 	}
+	dnsSrv, err = startDNS()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration: dns:", err)
+		return 1
+	}
+	defer dnsSrv.stop()
 	mta, err = startPostfix(filepath.Join(tmp, "postfix"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
@@ -216,9 +223,12 @@ upstream:
   address: %s
   timeout: 10s
 domains: [%s]
+dns:
+  servers: [%s]
+  timeout: 2s
 shutdown:
   drain_timeout: 5s
-%s`, domain, port, mta.addr(), domain, extra)
+%s`, domain, port, mta.addr(), domain, dnsSrv.addr, extra)
 	path := filepath.Join(dir, "smtpgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -37,6 +37,11 @@ type Server struct {
 	servers []*smtp.Server
 	lns     []net.Listener
 
+	// res is shared by every check and kept across reloads while dns.*
+	// does not change, so its cache survives.
+	res    *verify.Resolver
+	resKey string
+
 	mu    sync.Mutex
 	conns map[*peerConn]struct{}
 	wg    sync.WaitGroup
@@ -97,7 +102,11 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 			return verify.ProbeResult{Code: rep.Code, Enhanced: rep.Enhanced, Text: rep.Text()}, nil
 		})
 	}
-	policy, err := verify.Build(cfg, verify.Deps{Prober: prober, Logger: s.Logger})
+	res, err := s.resolver(cfg)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := verify.Build(cfg, verify.Deps{Resolver: res, Prober: prober, OwnIPs: ownIPs(cfg), Logger: s.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +130,45 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		},
 		Logger: s.Logger,
 	}, nil
+}
+
+func (s *Server) resolver(cfg *config.Config) (*verify.Resolver, error) {
+	key := fmt.Sprint(cfg.DNSServers(), cfg.DNS.Timeout)
+	if s.res != nil && key == s.resKey {
+		return s.res, nil
+	}
+	r, err := verify.NewResolver(verify.ResolverOptions{Servers: cfg.DNSServers(), Timeout: cfg.DNS.Timeout.D()})
+	if err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	s.res, s.resKey = r, key
+	return r, nil
+}
+
+// ownIPs are the addresses a client would name in an address-literal HELO
+// to pass for us: the listeners', or every local address for a wildcard
+// listener.
+func ownIPs(cfg *config.Config) []netip.Addr {
+	var ips []netip.Addr
+	wildcard := false
+	for _, l := range cfg.Listen {
+		host, _, _ := net.SplitHostPort(l.Address)
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.IsUnspecified() {
+			wildcard = true
+			continue
+		}
+		ips = append(ips, a.Unmap())
+	}
+	if wildcard {
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				ips = append(ips, p.Addr().Unmap())
+			}
+		}
+	}
+	return ips
 }
 
 type probeFunc func(ctx context.Context, rcpt string) (verify.ProbeResult, error)

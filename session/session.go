@@ -86,7 +86,18 @@ func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	_, s.client.TLS = tlsState(c.Conn())
 	s.log = st.Logger.With("session", s.peer.ID, "client", s.client.Addr.String())
-	s.helo(c.Hostname())
+	out := st.Policy.Connect(s.ctx, &s.client)
+	if d, ok := s.record(&out, verify.StageConnect); ok {
+		if !st.DelayReject {
+			s.cancel()
+			return nil, replyErr(d.Result.Reply)
+		}
+		s.connRefusal = &d
+	}
+	if err := s.helo(c.Hostname()); err != nil {
+		s.cancel()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -103,11 +114,15 @@ type Session struct {
 	client verify.Client
 	env    verify.Envelope
 
-	// heloRefusal and mailRefusal hold refusals delayed to RCPT.
+	// connRefusal, heloRefusal and mailRefusal hold refusals delayed to
+	// RCPT (delay_reject).
+	connRefusal *verify.Decision
 	heloRefusal *verify.Decision
 	mailRefusal *verify.Decision
 	// mailParams are the MAIL FROM parameters to pass on.
 	mailParams []string
+	// upFrom is the reverse-path as the MTA gets it.
+	upFrom string
 
 	up        *upstream.Conn
 	upMail    bool // MAIL was accepted upstream for this transaction
@@ -117,15 +132,22 @@ type Session struct {
 	discarded bool
 }
 
-func (s *Session) helo(name string) {
+// helo runs the HELO checks on name. A refusal is held for RCPT under
+// delay_reject, else returned.
+func (s *Session) helo(name string) error {
 	s.client.Helo = name
 	// go-smtp does not say whether it was HELO or EHLO; EHLO is what
 	// every client that matters sends, and Received's "with" follows it.
 	s.client.ESMTP = true
+	s.heloRefusal = nil
 	out := s.st.Policy.Helo(s.ctx, &s.client)
-	if d, ok := s.record(&out, "helo"); ok {
+	if d, ok := s.record(&out, verify.StageHelo); ok {
+		if !s.st.DelayReject {
+			return replyErr(d.Result.Reply)
+		}
 		s.heloRefusal = &d
 	}
+	return nil
 }
 
 // record logs every decision of a stage (warn-mode "would reject" ones
@@ -134,7 +156,7 @@ func (s *Session) helo(name string) {
 func (s *Session) record(out *verify.Outcome, stage string, attrs ...any) (verify.Decision, bool) {
 	ref, refused := out.Refusal()
 	for _, d := range out.Decisions {
-		if refused && d.Enforced() && s.st.DelayReject && (stage == "helo" || stage == "mail") {
+		if refused && d.Enforced() && s.st.DelayReject && (stage == verify.StageConnect || stage == verify.StageHelo || stage == verify.StageMail) {
 			continue // logged when reported at RCPT
 		}
 		s.logDecision(d, attrs...)
@@ -206,12 +228,19 @@ func (s *Session) Logout() error {
 
 // Mail is MAIL FROM.
 func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+	if h := s.conn.Hostname(); h != s.client.Helo {
+		// A second EHLO (RFC 5321 §4.1.4) names the client anew.
+		if err := s.helo(h); err != nil {
+			return err
+		}
+	}
 	s.txn++
 	s.peer.setBusy(true)
 	s.env = verify.Envelope{From: from}
+	s.upFrom = forwardForm(from)
 	s.mailParams = mailParams(opts)
 	out := s.st.Policy.Mail(s.ctx, &s.client, from)
-	if d, ok := s.record(&out, "mail"); ok {
+	if d, ok := s.record(&out, verify.StageMail); ok {
 		if s.st.DelayReject {
 			s.mailRefusal = &d
 			return nil
@@ -219,6 +248,20 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		return replyErr(d.Result.Reply)
 	}
 	return nil
+}
+
+// forwardForm returns the path as it goes to the MTA: go-smtp hands us
+// quoted local parts unquoted ("john doe"@x arrives as john doe@x), so
+// they are quoted again.
+func forwardForm(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	a, err := verify.ParseAddress(addr)
+	if err != nil {
+		return addr
+	}
+	return a.String()
 }
 
 // mailParams formats the MAIL parameters the MTA must see: SIZE so it can
@@ -243,14 +286,14 @@ func mailParams(o *smtp.MailOptions) []string {
 
 // Rcpt is RCPT TO: the policy first, then the MTA's own answer.
 func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	for _, held := range []*verify.Decision{s.heloRefusal, s.mailRefusal} {
+	for _, held := range []*verify.Decision{s.connRefusal, s.heloRefusal, s.mailRefusal} {
 		if held != nil {
 			s.logDecision(*held, "rcpt", to)
 			return replyErr(held.Result.Reply)
 		}
 	}
 	out := s.st.Policy.Rcpt(s.ctx, &s.client, &s.env, to)
-	if d, ok := s.record(&out, "rcpt", "rcpt", to); ok {
+	if d, ok := s.record(&out, verify.StageRcpt, "rcpt", to); ok {
 		return replyErr(d.Result.Reply)
 	}
 	rep, err := s.forwardRcpt(to)
@@ -281,9 +324,9 @@ func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 		s.up = up
 	}
 	if s.upMail {
-		return s.up.Rcpt(s.ctx, to, nil)
+		return s.up.Rcpt(s.ctx, forwardForm(to), nil)
 	}
-	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.env.From, s.mailParams, to, nil)
+	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.upFrom, s.mailParams, forwardForm(to), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -329,7 +329,6 @@ func parseReply(text string, act contentAction) (Reply, error) {
 	return r, nil
 }
 
-
 // looksEnhanced reports whether w has the shape of an enhanced status
 // code: digits and two dots.
 func looksEnhanced(w string) bool {
