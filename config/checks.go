@@ -145,12 +145,4 @@ func (cs *Checks) validate(c *Config, v *validator) {
 			v.errorf(fmt.Sprintf("checks.dnsbl.zones.%d.zone", i), "missing zone name")
 		}
 	}
-	for _, t := range []struct {
-		name string
-		tc   *TableCheck
-	}{{"header_checks", &cs.HeaderChecks}, {"body_checks", &cs.BodyChecks}} {
-		if t.tc.Mode != "" && t.tc.Mode != "off" && t.tc.File == "" {
-			v.errorf("checks."+t.name+".file", "mode %s needs a file", t.tc.Mode)
-		}
-	}
 }

@@ -1,0 +1,111 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigParsesWithDefaults(t *testing.T) {
+	c, err := Load("../config.example.yaml")
+	if err != nil {
+		t.Fatalf("config.example.yaml: %v", err)
+	}
+	if c.Upstream.Address != DefaultUpstream || c.Upstream.XClient != "auto" {
+		t.Errorf("upstream defaults: %+v", c.Upstream)
+	}
+	if c.Limits.MaxMessageBytes != DefaultMaxMessageBytes || c.Limits.MaxRecipients != DefaultMaxRecipients {
+		t.Errorf("limits: %+v", c.Limits)
+	}
+	if c.Recipients.PositiveTTL.D() != 7*24*time.Hour || c.Recipients.NegativeTTL.D() != 3*time.Hour {
+		t.Errorf("probe TTLs: %+v", c.Recipients)
+	}
+	// The example must show the defaults: an empty config gives the same.
+	e, err := Parse([]byte("hostname: mx.example.com\ndomains: [example.com]\n"), "min.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Limits != c.Limits || e.Upstream != c.Upstream || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject {
+		t.Errorf("config.example.yaml and the built-in defaults differ:\n%+v\n%+v", c.Limits, e.Limits)
+	}
+}
+
+func TestErrorsNameFileLineKey(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want []string
+	}{
+		{"hostname: mx.example.com\nlimits:\n  max_recipient: 5\n", []string{"t.yaml:3: max_recipient: unknown key"}},
+		{"hostname: mx.example.com\nupstream:\n  xclient: maybe\n", []string{"t.yaml:3: upstream.xclient: \"maybe\""}},
+		{"hostname: mx.example.com\nlisten:\n  - address: \":25\"\n    tls: starttls\n", []string{"t.yaml:4: listen.0.tls: tls: starttls needs tls.cert_file"}},
+		{"hostname: localhost\n", []string{"t.yaml:1: hostname: \"localhost\" is not a fully-qualified"}},
+		{"hostname: mx.example.com\nrelay:\n  networks: [10.0.0.0/33]\n", []string{"t.yaml:3: relay.networks.0:"}},
+		{"hostname: mx.example.com\nchecks:\n  spf:\n    mode: maybe\n", []string{"t.yaml:4: checks.spf.mode"}},
+		{"hostname: mx.example.com\nchecks:\n  spf:\n    reply: \"550 4.7.1 no\"\n", []string{"t.yaml:4: checks.spf.reply"}},
+		{"hostname: mx.example.com\nupstream:\n  timeout: soon\n", []string{"t.yaml:3:", "not a duration"}},
+		{"hostname: mx.example.com\nlog:\n  format: xml\n", []string{"t.yaml:3: log.format"}},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.yaml), "t.yaml")
+		if err == nil {
+			t.Errorf("%q: no error", tt.yaml)
+			continue
+		}
+		var es Errors
+		if !errors.As(err, &es) {
+			t.Errorf("%q: error is %T, want Errors", tt.yaml, err)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %q lacks %q", tt.yaml, err, w)
+			}
+		}
+	}
+}
+
+func TestRecipientList(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "r")
+	os.WriteFile(f, []byte("# users\nAlice@Example.com\nbob@example.com # comment\n@catchall.example\n"), 0o644)
+	rl, err := LoadRecipientList([]string{f}, "+")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		local, domain string
+		want          bool
+	}{
+		{"alice", "example.com", true},
+		{"ALICE", "EXAMPLE.COM", true},
+		{"bob+lists", "example.com", true},
+		{"carol", "example.com", false},
+		{"anyone", "catchall.example", true},
+	} {
+		if got := rl.Contains(tt.local, tt.domain); got != tt.want {
+			t.Errorf("Contains(%s@%s) = %v", tt.local, tt.domain, got)
+		}
+	}
+	if !rl.Covers("example.com") || rl.Covers("example.net") {
+		t.Errorf("Covers wrong")
+	}
+	os.WriteFile(f, []byte("alice@example.com\nnot-an-address\n"), 0o644)
+	_, err = LoadRecipientList([]string{f}, "")
+	if err == nil || !strings.Contains(err.Error(), f+":2:") {
+		t.Errorf("bad line error = %v", err)
+	}
+}
+
+func TestParseReply(t *testing.T) {
+	r, err := ParseReply("554 5.7.1 Go away")
+	if err != nil || r.Code != 554 || r.Enhanced != [3]int{5, 7, 1} || r.Text != "Go away" {
+		t.Errorf("ParseReply = %+v, %v", r, err)
+	}
+	for _, bad := range []string{"250 2.0.0 ok", "554 4.7.1 mismatch", "554 text", "55 5.7.1 x"} {
+		if _, err := ParseReply(bad); err == nil {
+			t.Errorf("ParseReply(%q) accepted", bad)
+		}
+	}
+}
