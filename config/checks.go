@@ -18,19 +18,20 @@ type Check struct {
 // Checks is the checks: section. Each key is a check's name as the logs
 // use it.
 type Checks struct {
-	UnauthDestination   Check            `yaml:"unauth_destination"`
-	UnknownRecipient    Check            `yaml:"unknown_recipient"`
-	NonFQDNSender       NonFQDNSender    `yaml:"non_fqdn_sender"`
-	UnknownSenderDomain Check            `yaml:"unknown_sender_domain"`
-	OwnDomainForgery    OwnDomainForgery `yaml:"own_domain_forgery"`
-	ForgedHelo          Check            `yaml:"forged_helo"`
-	InvalidHelo         Check            `yaml:"invalid_helo"`
-	NonFQDNHelo         Check            `yaml:"non_fqdn_helo"`
-	DNSBL               DNSBL            `yaml:"dnsbl"`
-	HeaderChecks        TableCheck       `yaml:"header_checks"`
-	BodyChecks          TableCheck       `yaml:"body_checks"`
-	SPF                 Check            `yaml:"spf"`
-	SenderLoginMismatch Check            `yaml:"sender_login_mismatch"`
+	UnauthDestination    Check            `yaml:"unauth_destination"`
+	UnknownRecipient     Check            `yaml:"unknown_recipient"`
+	NonFQDNSender        NonFQDNSender    `yaml:"non_fqdn_sender"`
+	UnknownSenderDomain  Check            `yaml:"unknown_sender_domain"`
+	OwnDomainForgery     OwnDomainForgery `yaml:"own_domain_forgery"`
+	ForgedHelo           Check            `yaml:"forged_helo"`
+	InvalidHelo          Check            `yaml:"invalid_helo"`
+	NonFQDNHelo          Check            `yaml:"non_fqdn_helo"`
+	DNSBL                DNSBL            `yaml:"dnsbl"`
+	HeaderChecks         TableCheck       `yaml:"header_checks"`
+	BodyChecks           TableCheck       `yaml:"body_checks"`
+	SPF                  Check            `yaml:"spf"`
+	SenderLoginMismatch  Check            `yaml:"sender_login_mismatch"`
+	SenderHeaderMismatch Check            `yaml:"sender_header_mismatch"`
 }
 
 // NonFQDNSender is checks.non_fqdn_sender.
@@ -111,19 +112,20 @@ func (c Check) ModeOf(def string) string {
 
 func (cs *Checks) each() map[string]*Check {
 	return map[string]*Check{
-		"unauth_destination":    &cs.UnauthDestination,
-		"unknown_recipient":     &cs.UnknownRecipient,
-		"non_fqdn_sender":       &cs.NonFQDNSender.Check,
-		"unknown_sender_domain": &cs.UnknownSenderDomain,
-		"own_domain_forgery":    &cs.OwnDomainForgery.Check,
-		"forged_helo":           &cs.ForgedHelo,
-		"invalid_helo":          &cs.InvalidHelo,
-		"non_fqdn_helo":         &cs.NonFQDNHelo,
-		"dnsbl":                 &cs.DNSBL.Check,
-		"header_checks":         &cs.HeaderChecks.Check,
-		"body_checks":           &cs.BodyChecks.Check,
-		"spf":                   &cs.SPF,
-		"sender_login_mismatch": &cs.SenderLoginMismatch,
+		"unauth_destination":     &cs.UnauthDestination,
+		"unknown_recipient":      &cs.UnknownRecipient,
+		"non_fqdn_sender":        &cs.NonFQDNSender.Check,
+		"unknown_sender_domain":  &cs.UnknownSenderDomain,
+		"own_domain_forgery":     &cs.OwnDomainForgery.Check,
+		"forged_helo":            &cs.ForgedHelo,
+		"invalid_helo":           &cs.InvalidHelo,
+		"non_fqdn_helo":          &cs.NonFQDNHelo,
+		"dnsbl":                  &cs.DNSBL.Check,
+		"header_checks":          &cs.HeaderChecks.Check,
+		"body_checks":            &cs.BodyChecks.Check,
+		"spf":                    &cs.SPF,
+		"sender_login_mismatch":  &cs.SenderLoginMismatch,
+		"sender_header_mismatch": &cs.SenderHeaderMismatch,
 	}
 }
 

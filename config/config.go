@@ -53,6 +53,17 @@ type Listener struct {
 	// TLS is none, starttls (offered when a certificate is configured) or
 	// implicit (TLS from the first byte, port 465 style).
 	TLS string `yaml:"tls"`
+	// Mode is mx (port 25: AUTH offered, not required), submission (587:
+	// AUTH required before MAIL) or submissions (465: implicit TLS, AUTH
+	// required).
+	Mode string       `yaml:"mode"`
+	Auth ListenerAuth `yaml:"auth"`
+}
+
+// ListenerAuth is listen[].auth.
+type ListenerAuth struct {
+	// AllowInsecure offers AUTH without TLS (for a loopback listener).
+	AllowInsecure bool `yaml:"allow_insecure"`
 }
 
 // Upstream is the real MTA.
@@ -89,6 +100,18 @@ type Auth struct {
 	// SenderLoginMaps is a file in Postfix smtpd_sender_login_maps format:
 	// "address login1, login2" and "@domain login" lines.
 	SenderLoginMaps string `yaml:"sender_login_maps"`
+	// UsersFile holds "login:hash" lines (bcrypt from `smtpgate passwd`,
+	// or {ARGON2ID}). Without it, AUTH is not offered.
+	UsersFile string `yaml:"users_file"`
+	// MaxFailuresPerSession closes a session (421 4.7.0) after that many
+	// failed AUTH attempts.
+	MaxFailuresPerSession int `yaml:"max_failures_per_session"`
+	// FailuresPerIP and FailuresPerLogin failed attempts per
+	// FailureWindow lock the client address or the login out (454 4.7.0)
+	// until the window has passed.
+	FailuresPerIP    int      `yaml:"failures_per_ip"`
+	FailuresPerLogin int      `yaml:"failures_per_login"`
+	FailureWindow    Duration `yaml:"failure_window"`
 }
 
 // DNS configures the resolver shared by all checks.
@@ -157,9 +180,29 @@ func (c *Config) setDefaults() {
 		c.Listen = []Listener{{Address: ":25"}}
 	}
 	for i := range c.Listen {
-		if c.Listen[i].TLS == "" {
-			c.Listen[i].TLS = "none"
+		l := &c.Listen[i]
+		if l.Mode == "" {
+			l.Mode = "mx"
 		}
+		if l.TLS == "" {
+			l.TLS = "none"
+			if l.Mode == "submissions" {
+				l.TLS = "implicit"
+			}
+		}
+	}
+	a := &c.Auth
+	if a.MaxFailuresPerSession == 0 {
+		a.MaxFailuresPerSession = 3
+	}
+	if a.FailuresPerIP == 0 {
+		a.FailuresPerIP = 5
+	}
+	if a.FailuresPerLogin == 0 {
+		a.FailuresPerLogin = 5
+	}
+	if a.FailureWindow == 0 {
+		a.FailureWindow = Duration(10 * time.Minute)
 	}
 	u := &c.Upstream
 	if u.Address == "" {
@@ -403,6 +446,22 @@ func (c *Config) validate(v *validator) {
 		if _, _, err := net.SplitHostPort(l.Address); err != nil {
 			v.errorf(key+".address", "%q: %v", l.Address, err)
 		}
+		switch l.Mode {
+		case "mx":
+		case "submission":
+			if l.TLS == "none" && !l.Auth.AllowInsecure {
+				v.errorf(key+".mode", "submission needs tls: starttls (or auth.allow_insecure on a loopback listener)")
+			}
+		case "submissions":
+			if l.TLS != "implicit" {
+				v.errorf(key+".tls", "mode submissions is implicit TLS (RFC 8314): tls must be implicit")
+			}
+		default:
+			v.errorf(key+".mode", "%q: want mx, submission or submissions", l.Mode)
+		}
+		if l.Mode != "mx" && c.Auth.UsersFile == "" {
+			v.errorf(key+".mode", "mode %s needs auth.users_file", l.Mode)
+		}
 		switch l.TLS {
 		case "none":
 		case "starttls", "implicit":
@@ -453,6 +512,7 @@ func (c *Config) validate(v *validator) {
 	}
 	for _, f := range []struct{ key, path string }{
 		{"auth.sender_login_maps", c.Auth.SenderLoginMaps},
+		{"auth.users_file", c.Auth.UsersFile},
 		{"checks.header_checks.file", c.Checks.HeaderChecks.File},
 		{"checks.body_checks.file", c.Checks.BodyChecks.File},
 	} {

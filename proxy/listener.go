@@ -18,10 +18,11 @@ type listener struct {
 	net.Listener
 	s        *Server
 	implicit bool
+	cfg      config.Listener
 }
 
 func (s *Server) wrap(ln net.Listener, l config.Listener) net.Listener {
-	return &listener{Listener: ln, s: s, implicit: l.TLS == "implicit"}
+	return &listener{Listener: ln, s: s, implicit: l.TLS == "implicit", cfg: l}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -40,6 +41,9 @@ func (l *listener) Accept() (net.Conn, error) {
 		Addr:  addrPort(nc.RemoteAddr()),
 		Local: addrPort(nc.LocalAddr()),
 		Start: time.Now(),
+		// Submission ports need a login before MAIL (RFC 6409 §4.3).
+		RequireAuth:       l.cfg.Mode != "mx",
+		AllowInsecureAuth: l.cfg.Auth.AllowInsecure,
 	}}
 	l.s.track(pc)
 	l.s.Logger.Info("connect", "session", pc.peer.ID, "client", pc.peer.Addr.Addr().Unmap().String(), "port", pc.peer.Addr.Port(), "local", pc.peer.Local.String())

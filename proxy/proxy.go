@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,9 @@ type Server struct {
 	// does not change, so its cache survives.
 	res    *verify.Resolver
 	resKey string
+	// authLim outlives reloads: a reload must not reset a lock-out.
+	authLim    *authLimiter
+	authLimKey string
 
 	mu    sync.Mutex
 	conns map[*peerConn]struct{}
@@ -111,9 +115,29 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		return nil, err
 	}
 	nets := cfg.RelayNetworks
+	var users session.Authenticator
+	if cfg.Auth.UsersFile != "" {
+		f, err := os.Open(cfg.Auth.UsersFile)
+		if err != nil {
+			return nil, err
+		}
+		u, err := verify.ParseUsers(f, cfg.Auth.UsersFile)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		users = u
+	}
+	if s.authLim == nil || s.authLimKey != fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow) {
+		s.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow.D())
+		s.authLimKey = fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow)
+	}
 	return &session.Settings{
-		Hostname: cfg.Hostname,
-		Policy:   policy,
+		Users:           users,
+		AuthLimiter:     s.authLim,
+		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,
+		Hostname:        cfg.Hostname,
+		Policy:          policy,
 		Dial: func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error) {
 			return upstream.Dial(ctx, addr, uo, ci)
 		},
@@ -210,6 +234,9 @@ func (s *Server) newSMTPServer(l config.Listener) *smtp.Server {
 	srv.ReadTimeout = cfg.Limits.CommandTimeout.D()
 	srv.WriteTimeout = cfg.Limits.CommandTimeout.D()
 	srv.EnableSMTPUTF8 = true
+	// The session decides where AUTH is offered (TLS or
+	// listen[].auth.allow_insecure) and answers 538 5.7.11 itself.
+	srv.AllowInsecureAuth = true
 	srv.ErrorLog = log.New(slogWriter{s.Logger}, "", 0)
 	if l.TLS == "starttls" {
 		srv.TLSConfig = s.tlsConfig()

@@ -16,6 +16,10 @@ type Peer struct {
 	Addr  netip.AddrPort // the client (after PROXY protocol, if any)
 	Local netip.AddrPort
 	Start time.Time
+	// RequireAuth is set on submission listeners: MAIL needs a login.
+	RequireAuth bool
+	// AllowInsecureAuth lets AUTH run without TLS (a loopback listener).
+	AllowInsecureAuth bool
 
 	hangUp atomic.Bool
 	busy   atomic.Bool

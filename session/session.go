@@ -42,7 +42,14 @@ type Settings struct {
 	DelayReject bool
 	// Trusted reports whether the client is in relay.networks.
 	Trusted func(netip.Addr) bool
-	Logger  *slog.Logger
+	// Users are our users for SMTP AUTH; nil means no AUTH.
+	Users Authenticator
+	// AuthLimiter throttles failed AUTH across sessions; may be nil.
+	AuthLimiter AuthLimiter
+	// MaxAuthFailures closes a session after that many failed AUTH
+	// attempts (421 4.7.0); 0 means never.
+	MaxAuthFailures int
+	Logger          *slog.Logger
 }
 
 // Backend is the go-smtp Backend: it makes a Session per connection with
@@ -124,12 +131,14 @@ type Session struct {
 	// upFrom is the reverse-path as the MTA gets it.
 	upFrom string
 
-	up        *upstream.Conn
-	upMail    bool // MAIL was accepted upstream for this transaction
-	txn       int  // transaction number within the session, for ids
-	hdr       []byte
-	dropped   [][2]int // header fields IGNOREd by header checks
-	discarded bool
+	up      *upstream.Conn
+	upMail  bool // MAIL was accepted upstream for this transaction
+	txn     int  // transaction number within the session, for ids
+	hdr     []byte
+	dropped [][2]int // header fields IGNOREd by header checks
+	// authFailures counts failed AUTH attempts in this session.
+	authFailures int
+	discarded    bool
 }
 
 // helo runs the HELO checks on name. A refusal is held for RCPT under
@@ -233,6 +242,11 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		if err := s.helo(h); err != nil {
 			return err
 		}
+	}
+	if s.peer.RequireAuth && s.client.Login == "" {
+		// Submission ports (RFC 6409 §4.3): no mail without a login.
+		s.log.Info("reject", "stage", "mail", "check", "auth_required", "reply", "530 5.7.0 Authentication required", "from", from)
+		return errAuthRequired
 	}
 	s.txn++
 	s.peer.setBusy(true)

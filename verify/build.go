@@ -81,9 +81,10 @@ func Build(cfg *config.Config, deps Deps) (*Policy, error) {
 			errs = append(errs, err)
 		}
 	}
-	var loginMismatch any
+	var loginMismatch, headerMismatch any
 	if loginMap != nil {
 		loginMismatch = NewSenderLoginMismatch(loginMap)
+		headerMismatch = NewSenderHeaderMismatch(loginMap)
 	}
 
 	steps := []struct {
@@ -108,6 +109,7 @@ func Build(cfg *config.Config, deps Deps) (*Policy, error) {
 		{NameUnauthDestination, c.UnauthDestination, Enforce, NewUnauthDestination(cfg.Domains, cfg.RelayNetworks)},
 		{UnknownRecipientName, c.UnknownRecipient, Enforce, NewUnknownRecipient(cfg.Domains, list, prober, cfg.Recipients.PositiveTTL.D(), cfg.Recipients.NegativeTTL.D(), cfg.Recipients.CacheSize)},
 		// DATA
+		{NameSenderHeaderMismatch, c.SenderHeaderMismatch, Warn, headerMismatch},
 		{"header_checks", c.HeaderChecks.Check, Enforce, headerChecks},
 		{"body_checks", c.BodyChecks.Check, Enforce, bodyChecks},
 	}

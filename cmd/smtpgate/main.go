@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -13,10 +14,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"golang.org/x/term"
 
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/proxy"
+	"github.com/smtpgate/smtpgate/verify"
 )
 
 // version is set with -ldflags "-X main.version=...".
@@ -27,6 +32,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "passwd" {
+		return passwd(os.Stdin, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("smtpgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/smtpgate/smtpgate.yaml", "configuration file")
@@ -110,4 +118,41 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// passwd reads a password (from the terminal without echo, or the first
+// line of standard input) and prints the bcrypt hash for auth.users_file.
+func passwd(in *os.File, stdout, stderr io.Writer) int {
+	var pw string
+	if term.IsTerminal(int(in.Fd())) {
+		fmt.Fprint(stderr, "Password: ")
+		b, err := term.ReadPassword(int(in.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "smtpgate passwd:", err)
+			return 1
+		}
+		fmt.Fprint(stderr, "Again: ")
+		again, err := term.ReadPassword(int(in.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil || string(again) != string(b) {
+			fmt.Fprintln(stderr, "smtpgate passwd: the passwords differ")
+			return 1
+		}
+		pw = string(b)
+	} else {
+		line, err := bufio.NewReader(in).ReadString('\n')
+		if err != nil && err != io.EOF {
+			fmt.Fprintln(stderr, "smtpgate passwd:", err)
+			return 1
+		}
+		pw = strings.TrimRight(line, "\r\n")
+	}
+	h, err := verify.HashPassword(pw)
+	if err != nil {
+		fmt.Fprintln(stderr, "smtpgate passwd:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, h)
+	return 0
 }
