@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,11 +215,17 @@ func (s *syncBuffer) String() string {
 // appended to a base configuration.
 func startGate(t *testing.T, extra string) *gate {
 	t.Helper()
-	port := freePort()
+	return startGateListen(t, fmt.Sprintf("  - address: 127.0.0.1:%d\n", freePort()), extra)
+}
+
+// startGateListen is startGate with the listen: list given (the first
+// listener is the gate's addr).
+func startGateListen(t *testing.T, listen string, extra string) *gate {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`hostname: gw.%s
 listen:
-  - address: 127.0.0.1:%d
+%s
 upstream:
   address: %s
   timeout: 10s
@@ -228,12 +235,13 @@ dns:
   timeout: 2s
 shutdown:
   drain_timeout: 5s
-%s`, domain, port, mta.addr(), domain, dnsSrv.addr, extra)
+%s`, domain, strings.TrimRight(listen, "\n"), mta.addr(), domain, dnsSrv.addr, extra)
 	path := filepath.Join(dir, "smtpgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g := &gate{addr: fmt.Sprintf("127.0.0.1:%d", port), cfg: path, log: &syncBuffer{}, done: make(chan error, 1)}
+	first := regexp.MustCompile(`address: "?([0-9.:]+)`).FindStringSubmatch(listen)
+	g := &gate{addr: first[1], cfg: path, log: &syncBuffer{}, done: make(chan error, 1)}
 	g.cmd = exec.Command(binary, "-config", path)
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
 	if err := g.cmd.Start(); err != nil {
@@ -359,7 +367,10 @@ func (c *client) envelope(from string, to ...string) {
 // swaks runs swaks against addr and returns its transcript.
 func swaks(t *testing.T, addr string, args ...string) (string, error) {
 	t.Helper()
-	all := append([]string{"--server", addr, "--timeout", "30"}, args...)
+	all := append([]string{"--timeout", "30"}, args...)
+	if addr != "" {
+		all = append([]string{"--server", addr}, all...)
+	}
 	out, err := exec.Command("swaks", all...).CombinedOutput()
 	return string(out), err
 }
@@ -367,3 +378,5 @@ func swaks(t *testing.T, addr string, args ...string) (string, error) {
 func netDial(addr string) (net.Conn, error) {
 	return net.DialTimeout("tcp", addr, time.Second)
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }

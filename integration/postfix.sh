@@ -62,6 +62,10 @@ message_size_limit = 104857600
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_authorized_xforward_hosts = 127.0.0.0/8
 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+# Mail for other domains (relayed by smtpgate for authenticated users or
+# relay.networks) is discarded here, logged as "status=sent (...discarded)":
+# this throw-away MTA never talks to the outside world.
+default_transport = discard:relayed mail discarded by the test MTA
 smtpd_reject_unlisted_recipient = yes
 smtpd_forbid_bare_newline = normalize
 smtpd_error_sleep_time = 0

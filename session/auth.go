@@ -67,11 +67,28 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(s.authenticate), nil
+		return replyErrors{sasl.NewPlainServer(s.authenticate)}, nil
 	case sasl.Login:
-		return &loginServer{auth: s.authenticate}, nil
+		return replyErrors{&loginServer{auth: s.authenticate}}, nil
 	}
 	return nil, errAuthMechanism
+}
+
+// replyErrors turns a mechanism's own errors (a PLAIN response without its
+// NULs, say) into 501 5.5.2 (RFC 4954 §4) instead of go-smtp's 454 with
+// the library's text.
+type replyErrors struct{ sasl.Server }
+
+var errAuthMalformed = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
+
+func (r replyErrors) Next(response []byte) ([]byte, bool, error) {
+	c, done, err := r.Server.Next(response)
+	if err != nil {
+		if _, ok := err.(*smtp.SMTPError); !ok {
+			err = errAuthMalformed
+		}
+	}
+	return c, done, err
 }
 
 // authenticate checks one login. The password is never logged.

@@ -58,7 +58,16 @@ func ParseUsers(r io.Reader, name string) (*Users, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s:%d: %v", name, n, err)
 	}
-	dummy, _ := bcrypt.GenerateFromPassword([]byte("smtpgate timing equaliser"), bcrypt.DefaultCost)
+	// The dummy costs what the dearest real hash costs.
+	cost := bcrypt.MinCost
+	for _, h := range u.hashes {
+		if b, ok := h.(bcryptHash); ok {
+			if c, _ := bcrypt.Cost(b); c > cost {
+				cost = c
+			}
+		}
+	}
+	dummy, _ := bcrypt.GenerateFromPassword([]byte("smtpgate timing equaliser"), cost)
 	u.dummy = bcryptHash(dummy)
 	return u, nil
 }
@@ -146,10 +155,10 @@ func (h argon2idHash) verify(p []byte) bool {
 }
 
 // HashPassword returns the bcrypt hash `smtpgate passwd` prints.
-func HashPassword(password string) (string, error) {
+func HashPassword(password string, cost int) (string, error) {
 	if password == "" {
 		return "", fmt.Errorf("empty password")
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), 12)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
 	return string(h), err
 }

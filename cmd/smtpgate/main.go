@@ -33,7 +33,13 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "passwd" {
-		return passwd(os.Stdin, stdout, stderr)
+		pf := flag.NewFlagSet("smtpgate passwd", flag.ContinueOnError)
+		pf.SetOutput(stderr)
+		cost := pf.Int("cost", 12, "bcrypt cost (4-31; each step doubles the work)")
+		if err := pf.Parse(args[1:]); err != nil {
+			return 2
+		}
+		return passwd(os.Stdin, *cost, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("smtpgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -122,7 +128,7 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 
 // passwd reads a password (from the terminal without echo, or the first
 // line of standard input) and prints the bcrypt hash for auth.users_file.
-func passwd(in *os.File, stdout, stderr io.Writer) int {
+func passwd(in *os.File, cost int, stdout, stderr io.Writer) int {
 	var pw string
 	if term.IsTerminal(int(in.Fd())) {
 		fmt.Fprint(stderr, "Password: ")
@@ -148,7 +154,7 @@ func passwd(in *os.File, stdout, stderr io.Writer) int {
 		}
 		pw = strings.TrimRight(line, "\r\n")
 	}
-	h, err := verify.HashPassword(pw)
+	h, err := verify.HashPassword(pw, cost)
 	if err != nil {
 		fmt.Fprintln(stderr, "smtpgate passwd:", err)
 		return 1
