@@ -711,3 +711,24 @@ func TestCheckReplyOverride(t *testing.T) {
 		t.Errorf("Postfix saw %s", foreign)
 	}
 }
+
+// Without delay_reject, HELO and connection refusals come at EHLO itself
+// (go-smtp opens the session there), and nothing reaches Postfix.
+func TestCheckHeloAndDNSBLWithoutDelayReject(t *testing.T) {
+	g := startGate(t, "delay_reject: false\nchecks:\n  non_fqdn_helo:\n    mode: enforce\n  dnsbl:\n    zones: [{zone: bl.test}]\n")
+	c := dialFrom(t, g.addr, "127.0.0.2")
+	code, text := c.cmd("EHLO desktop1234")
+	if code != 504 || !strings.HasPrefix(text, "504 5.5.2 <desktop1234>: Helo command rejected: need fully-qualified hostname") {
+		t.Errorf("non-FQDN EHLO without delay_reject: got %q", text)
+	}
+	c.must("EHLO client.example.org", 250)
+	c.must("QUIT", 221)
+	decision(t, g, "msg=reject", "stage=helo", "check=non_fqdn_helo")
+
+	l := dialFrom(t, g.addr, "127.0.0.3")
+	code, text = l.cmd("EHLO client.example.org")
+	if code != 554 || !strings.HasPrefix(text, "554 5.7.1 Service unavailable; client [127.0.0.3] blocked using bl.test") {
+		t.Errorf("listed client without delay_reject: got %q", text)
+	}
+	decision(t, g, "msg=reject", "stage=connect", "check=dnsbl", "client=127.0.0.3")
+}
