@@ -76,7 +76,7 @@ func (s *Session) Data(r io.Reader) error {
 	if err := s.writeTrace(w); err != nil {
 		return s.upstreamFailure("data", err)
 	}
-	for _, p := range prepend {
+	for _, p := range append(s.prepend, prepend...) {
 		io.WriteString(w, p)
 		io.WriteString(w, "\r\n")
 	}

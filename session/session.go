@@ -130,6 +130,9 @@ type Session struct {
 	mailParams []string
 	// upFrom is the reverse-path as the MTA gets it.
 	upFrom string
+	// prepend holds header fields the envelope checks added
+	// (Received-SPF:), written in front of the message.
+	prepend []string
 
 	up      *upstream.Conn
 	upMail  bool // MAIL was accepted upstream for this transaction
@@ -220,6 +223,7 @@ func (s *Session) Reset() {
 	s.env = verify.Envelope{}
 	s.mailParams = nil
 	s.mailRefusal = nil
+	s.prepend = s.prepend[:0]
 	s.discarded = false
 	s.peer.setBusy(false)
 }
@@ -254,6 +258,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	s.upFrom = forwardForm(from)
 	s.mailParams = mailParams(opts)
 	out := s.st.Policy.Mail(s.ctx, &s.client, from)
+	s.prepend = append(s.prepend[:0], out.Prepend...) // Received-SPF:
 	if d, ok := s.record(&out, verify.StageMail); ok {
 		if s.st.DelayReject {
 			s.mailRefusal = &d
