@@ -133,6 +133,11 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		s.authLimKey = fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow)
 	}
 	return &session.Settings{
+		ClientName: func(ctx context.Context, ip netip.Addr) string {
+			ctx, cancel := context.WithTimeout(ctx, cfg.DNS.Timeout.D())
+			defer cancel()
+			return res.ClientName(ctx, ip)
+		},
 		Users:           users,
 		AuthLimiter:     s.authLim,
 		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,

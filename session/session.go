@@ -42,6 +42,9 @@ type Settings struct {
 	DelayReject bool
 	// Trusted reports whether the client is in relay.networks.
 	Trusted func(netip.Addr) bool
+	// ClientName returns the client's forward-confirmed reverse DNS name
+	// ("" if none); nil skips the lookup.
+	ClientName func(ctx context.Context, ip netip.Addr) string
 	// Users are our users for SMTP AUTH; nil means no AUTH.
 	Users Authenticator
 	// AuthLimiter throttles failed AUTH across sessions; may be nil.
@@ -93,6 +96,9 @@ func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	_, s.client.TLS = tlsState(c.Conn())
 	s.log = st.Logger.With("session", s.peer.ID, "client", s.client.Addr.String())
+	if st.ClientName != nil {
+		s.client.Hostname = st.ClientName(s.ctx, s.client.Addr)
+	}
 	out := st.Policy.Connect(s.ctx, &s.client)
 	if d, ok := s.record(&out, verify.StageConnect); ok {
 		if !st.DelayReject {

@@ -591,3 +591,29 @@ func (g *flightGroup) do(ctx context.Context, k cacheKey, fn func() (*Answer, er
 	f.answer, f.err = fn()
 	return f.answer, f.err, false
 }
+
+// ClientName returns the forward-confirmed reverse DNS name of ip, as
+// Postfix's smtpd computes it for "client=name[ip]": a PTR name whose
+// A/AAAA records contain ip. "" when there is none or DNS fails.
+func (r *Resolver) ClientName(ctx context.Context, ip netip.Addr) string {
+	ip = ip.Unmap()
+	names, err := r.LookupAddr(ctx, ip)
+	if err != nil {
+		return ""
+	}
+	for i, n := range names {
+		if i >= 5 {
+			break // bounded work per client
+		}
+		addrs, err := r.LookupHost(ctx, n)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if a.Unmap() == ip {
+				return strings.TrimSuffix(n, ".")
+			}
+		}
+	}
+	return ""
+}

@@ -377,3 +377,26 @@ func BenchmarkResolverCacheHit(b *testing.B) {
 		}
 	})
 }
+
+func TestClientName(t *testing.T) {
+	srv := newTestDNS(t,
+		"7.2.0.192.in-addr.arpa. 300 IN PTR mail.example.org.",
+		"mail.example.org. 300 IN A 192.0.2.7",
+		"8.2.0.192.in-addr.arpa. 300 IN PTR liar.example.org.",
+		"liar.example.org. 300 IN A 192.0.2.99",
+	)
+	r, err := NewResolver(ResolverOptions{Servers: []string{srv.Addr}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for ip, want := range map[string]string{
+		"192.0.2.7": "mail.example.org", // PTR and A agree
+		"192.0.2.8": "",                 // PTR not confirmed by A
+		"192.0.2.9": "",                 // no PTR
+	} {
+		if got := r.ClientName(ctx, netip.MustParseAddr(ip)); got != want {
+			t.Errorf("ClientName(%s) = %q, want %q", ip, got, want)
+		}
+	}
+}
