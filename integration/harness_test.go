@@ -255,6 +255,13 @@ shutdown:
 		case <-time.After(10 * time.Second):
 			g.cmd.Process.Kill()
 		}
+		// The binary is built with -race: a race anywhere fails the test.
+		if strings.Contains(g.log.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector fired in smtpgate")
+		}
+		if strings.Contains(g.log.String(), "panic:") {
+			t.Errorf("smtpgate panicked")
+		}
 		if t.Failed() {
 			t.Logf("smtpgate log:\n%s", g.log.String())
 		}

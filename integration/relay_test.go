@@ -402,3 +402,52 @@ func waitLog(t *testing.T, g *gate, s string) {
 	}
 	t.Fatalf("log never said %q:\n%s", s, g.log.String())
 }
+
+// CHUNKING (RFC 3030): BDAT chunks take the same streaming path, are
+// checked for bare newlines the same way, and a client that abandons a
+// BDAT transfer leaves nothing at the MTA.
+func TestBDAT(t *testing.T) {
+	mta.clearMailboxes()
+	g := startGate(t, "")
+	msg := "Subject: chunked\r\nMessage-ID: <bdat-1@example.org>\r\nDate: Sun, 22 Nov 2026 12:00:00 +0000\r\n\r\n.first line starts with a dot\r\nsecond\r\n"
+	c := dial(t, g.addr)
+	c.envelope("sender@example.org", "alice@example.com")
+	c.send(fmt.Sprintf("BDAT %d\r\n%s", 40, msg[:40]))
+	c.expect(250)
+	// RCPT between chunks is refused, not deadlocked.
+	if code, _ := c.cmd("RCPT TO:<bob@example.com>"); code/100 != 5 {
+		t.Errorf("RCPT during BDAT: want 5xx, got %d", code)
+	}
+	c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg)-40, msg[40:]))
+	if text := c.expect(250); !strings.Contains(text, "queued as") {
+		t.Errorf("BDAT LAST: want the MTA's 250, got %q", text)
+	}
+
+	// A bare LF inside a chunk.
+	c.envelope("sender@example.org", "alice@example.com")
+	bad := "Subject: x\r\n\r\nline\nsmuggled\r\n"
+	c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(bad), bad))
+	if code, text := c.reply(); code != 550 || !strings.Contains(text, "5.5.2") {
+		t.Errorf("bare LF in BDAT: want 550 5.5.2, got %q", text)
+	}
+
+	// RSET in the middle of a chunked transfer.
+	d := dial(t, g.addr)
+	d.envelope("sender@example.org", "bob@example.com")
+	d.send("BDAT 10\r\nSubject: a")
+	d.expect(250)
+	d.must("RSET", 250)
+	d.must("QUIT", 221)
+
+	mta.settle(t)
+	got := mta.messages(t, "alice")
+	if len(got) != 1 || !strings.HasSuffix(got[0], "\n.first line starts with a dot\nsecond\n") {
+		t.Fatalf("alice: want the one BDAT message byte-exact, got %q", got)
+	}
+	if n := len(mta.mailbox("bob")); n != 0 {
+		t.Errorf("bob got %d messages from an abandoned BDAT", n)
+	}
+	if strings.Contains(g.log.String(), "DATA RACE") {
+		t.Errorf("race detected:\n%s", g.log.String())
+	}
+}

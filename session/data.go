@@ -33,6 +33,8 @@ var lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64
 // and the body streams through, line by line, with bounded memory. The
 // client hears 250 only after the MTA said 250 for the same bytes.
 func (s *Session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.up == nil || !s.upMail {
 		// Every accepted RCPT opened the transaction upstream; a broken
 		// connection since then means the MTA went away.
@@ -173,9 +175,13 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
 		if err == io.EOF && len(line) > 0 {
-			// The dot terminator always follows a CRLF: a fragment
-			// before it ended in a bare CR.
-			return nil, errBareNewline
+			// After DATA the terminator always follows a CRLF. A BDAT
+			// message (RFC 3030) may end without one: complete the line,
+			// as Postfix does, unless it holds a bare CR.
+			if bytes.IndexByte(line, '\r') >= 0 {
+				return nil, errBareNewline
+			}
+			return append(append([]byte(nil), line...), "\r\n"...), nil
 		}
 		if err == bufio.ErrBufferFull {
 			return nil, &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}

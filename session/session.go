@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -115,8 +116,15 @@ func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 }
 
 // Session is one client conversation. go-smtp calls its methods from the
-// connection's goroutine only.
+// connection's goroutine, except Data under BDAT (RFC 3030), which runs in
+// a goroutine of its own fed through a pipe; mu keeps the two apart.
 type Session struct {
+	// mu is held by Data for the whole message and by Reset and Logout,
+	// which go-smtp calls only after closing the BDAT pipe (so Data ends
+	// first). Mail and Rcpt only try it: a command between BDAT chunks
+	// must not wait for the data that the waiting goroutine would read.
+	mu sync.Mutex
+
 	st     *Settings
 	conn   *smtp.Conn
 	peer   *Peer
@@ -220,8 +228,13 @@ func replyErr(r verify.Reply) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
 }
 
+// errInTransfer answers commands that arrive between BDAT chunks.
+var errInTransfer = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Command not allowed during message transfer"}
+
 // Reset discards the transaction (RSET, a new EHLO, or after DATA).
 func (s *Session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.up != nil && s.upMail {
 		s.up.Reset()
 	}
@@ -236,6 +249,8 @@ func (s *Session) Reset() {
 
 // Logout ends the session.
 func (s *Session) Logout() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.up != nil {
 		s.up.Quit()
 		s.up = nil
@@ -247,6 +262,10 @@ func (s *Session) Logout() error {
 
 // Mail is MAIL FROM.
 func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+	if !s.mu.TryLock() {
+		return errInTransfer
+	}
+	defer s.mu.Unlock()
 	if h := s.conn.Hostname(); h != s.client.Helo {
 		// A second EHLO (RFC 5321 §4.1.4) names the client anew.
 		if err := s.helo(h); err != nil {
@@ -311,6 +330,10 @@ func mailParams(o *smtp.MailOptions) []string {
 
 // Rcpt is RCPT TO: the policy first, then the MTA's own answer.
 func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if !s.mu.TryLock() {
+		return errInTransfer
+	}
+	defer s.mu.Unlock()
 	for _, held := range []*verify.Decision{s.connRefusal, s.heloRefusal, s.mailRefusal} {
 		if held != nil {
 			s.logDecision(*held, "rcpt", to)
