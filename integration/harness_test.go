@@ -214,12 +214,19 @@ func (s *syncBuffer) String() string {
 // appended to a base configuration.
 func startGate(t *testing.T, extra string) *gate {
 	t.Helper()
+	return startGateListen(t, "", extra)
+}
+
+// startGateListen is startGate with extra YAML for the listener itself
+// (indented lines such as "    proxy_protocol: true\n").
+func startGateListen(t *testing.T, listenExtra, extra string) *gate {
+	t.Helper()
 	port := freePort()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`hostname: gw.%s
 listen:
   - address: 127.0.0.1:%d
-upstream:
+%supstream:
   address: %s
   timeout: 10s
 domains: [%s]
@@ -228,7 +235,7 @@ dns:
   timeout: 2s
 shutdown:
   drain_timeout: 5s
-%s`, domain, port, mta.addr(), domain, dnsSrv.addr, extra)
+%s`, domain, port, listenExtra, mta.addr(), domain, dnsSrv.addr, extra)
 	path := filepath.Join(dir, "smtpgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
