@@ -27,7 +27,7 @@ go-present:
 		echo "       e.g. export PATH=\$$PATH:/usr/local/go/bin" >&2; \
 		exit 1; }
 
-# deps installs postfix and swaks (and a C compiler, which go test -race
+# deps installs postfix, swaks and haproxy (and a C compiler, which go test -race
 # needs) when they are missing. The system Postfix is installed with "No
 # configuration" and is never started: the tests and the demo run their own
 # private instances on loopback ports (integration/postfix.sh).
@@ -37,9 +37,10 @@ deps: go-present
 	missing=""; \
 	have postfix || missing="$$missing postfix"; \
 	have swaks || missing="$$missing swaks"; \
+	have haproxy || missing="$$missing haproxy"; \
 	have gcc || missing="$$missing gcc libc6-dev"; \
 	if [ -z "$$missing" ]; then \
-		echo "deps: postfix, swaks and gcc are installed"; \
+		echo "deps: postfix, swaks, haproxy and gcc are installed"; \
 		exit 0; \
 	fi; \
 	echo "deps: installing:$$missing"; \

@@ -24,20 +24,22 @@ import (
 // Config is the whole configuration. Field names mirror the YAML keys;
 // config.example.yaml documents each with its default.
 type Config struct {
-	Hostname    string     `yaml:"hostname"`
-	Listen      []Listener `yaml:"listen"`
-	Upstream    Upstream   `yaml:"upstream"`
-	Domains     []string   `yaml:"domains"`
-	Relay       Relay      `yaml:"relay"`
-	Recipients  Recipients `yaml:"recipients"`
-	DNS         DNS        `yaml:"dns"`
-	TLS         TLS        `yaml:"tls"`
-	Limits      Limits     `yaml:"limits"`
-	Log         Log        `yaml:"log"`
-	Shutdown    Shutdown   `yaml:"shutdown"`
-	DelayReject *bool      `yaml:"delay_reject"`
-	Auth        Auth       `yaml:"auth"`
-	Checks      Checks     `yaml:"checks"`
+	Hostname    string      `yaml:"hostname"`
+	Listen      []Listener  `yaml:"listen"`
+	Upstream    Upstream    `yaml:"upstream"`
+	Domains     []string    `yaml:"domains"`
+	Relay       Relay       `yaml:"relay"`
+	Recipients  Recipients  `yaml:"recipients"`
+	DNS         DNS         `yaml:"dns"`
+	TLS         TLS         `yaml:"tls"`
+	Limits      Limits      `yaml:"limits"`
+	Log         Log         `yaml:"log"`
+	Shutdown    Shutdown    `yaml:"shutdown"`
+	DelayReject *bool       `yaml:"delay_reject"`
+	Auth        Auth        `yaml:"auth"`
+	Checks      Checks      `yaml:"checks"`
+	EarlyTalker EarlyTalker `yaml:"early_talker"`
+	Metrics     Metrics     `yaml:"metrics"`
 
 	// Path is the file the configuration was read from.
 	Path string `yaml:"-"`
@@ -53,6 +55,10 @@ type Listener struct {
 	// TLS is none, starttls (offered when a certificate is configured) or
 	// implicit (TLS from the first byte, port 465 style).
 	TLS string `yaml:"tls"`
+	// ProxyProtocol expects a PROXY protocol header (v1 or v2) from the
+	// sources in ProxyProtocolFrom (see edge.go).
+	ProxyProtocol     bool     `yaml:"proxy_protocol"`
+	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
 	// Mode is mx (port 25: AUTH offered, not required), submission (587:
 	// AUTH required before MAIL) or submissions (465: implicit TLS, AUTH
 	// required).
@@ -134,6 +140,7 @@ type Limits struct {
 	MaxHeaderBytes  int      `yaml:"max_header_bytes"`
 	CommandTimeout  Duration `yaml:"command_timeout"`
 	DataTimeout     Duration `yaml:"data_timeout"`
+	EdgeLimits      `yaml:",inline"`
 }
 
 // Log configures logging.
@@ -270,6 +277,7 @@ func (c *Config) setDefaults() {
 		t := true
 		c.DelayReject = &t
 	}
+	c.setEdgeDefaults()
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.TrimSuffix(strings.ToLower(d), ".")
 	}
@@ -558,6 +566,7 @@ func (c *Config) validate(v *validator) {
 		v.errorf("log.level", "%q: want debug, info, warn or error", c.Log.Level)
 	}
 	c.Checks.validate(c, v)
+	c.validateEdge(v)
 }
 
 // ParsePrefix parses a network (10.0.0.0/8) or a single address.

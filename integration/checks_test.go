@@ -213,7 +213,9 @@ func TestCheckUnauthDestination(t *testing.T) {
 // and none reaches Postfix.
 func TestCheckRelayBattery(t *testing.T) {
 	mta.clearMailboxes()
-	g := startGate(t, "")
+	// One session tries every encoding: lift the error limit (limits.max_errors)
+	// that would otherwise close it after 10 refusals.
+	g := startGate(t, "limits:\n  max_errors: 100\n")
 	tok := newToken("rb")
 	encodings := []string{
 		"%s@example.net",

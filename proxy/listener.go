@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/session"
@@ -14,43 +17,132 @@ import (
 // listener hands go-smtp connections that carry their session.Peer, and
 // for implicit TLS puts TLS on top of that (so that go-smtp sees a
 // *tls.Conn and the session still finds its Peer underneath).
+//
+// go-smtp writes its 220 greeting as soon as it has a connection, so
+// everything that must come before the greeting happens here: the
+// connection limits (in Accept's own loop, so that a refused connection
+// costs one write and no goroutine), and, in the connection's first Read
+// or Write (on go-smtp's goroutine), the PROXY header and the early-talker
+// test.
 type listener struct {
 	net.Listener
 	s        *Server
 	implicit bool
-	cfg      config.Listener
+	// proxyFrom are the sources that must send a PROXY header
+	// (listen[].proxy_protocol_from); nil when the listener has no PROXY
+	// protocol.
+	proxyFrom []netip.Prefix
+	proxy     bool
+	// logRefusal keeps a flood of refusals from flooding the log too.
+	logRefusal rate.Sometimes
+	cfg        config.Listener
 }
 
 func (s *Server) wrap(ln net.Listener, l config.Listener) net.Listener {
-	return &listener{Listener: ln, s: s, implicit: l.TLS == "implicit", cfg: l}
+	return &listener{
+		Listener:   ln,
+		s:          s,
+		implicit:   l.TLS == "implicit",
+		proxy:      l.ProxyProtocol,
+		proxyFrom:  l.ProxyNetworks(),
+		logRefusal: rate.Sometimes{First: 10, Interval: time.Second},
+		cfg:        l,
+	}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c := l.admit(nc); c != nil {
+			return c, nil
+		}
 	}
+}
+
+// admit applies the connection limits and wraps nc; it returns nil for a
+// refused connection, which it has answered and closed.
+func (l *listener) admit(nc net.Conn) net.Conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		// Replies are small and go out one by one: Nagle would hold each
 		// back for the client's delayed ACK (Go sets NODELAY already; be
 		// explicit, it is what -s 1 latency depends on).
 		tc.SetNoDelay(true)
 	}
-	pc := &peerConn{Conn: nc, s: l.s, peer: &session.Peer{
+	s := l.s
+	remote := addrPort(nc.RemoteAddr())
+	if !s.lim.admitGlobal() {
+		l.refuse(nc, remote.Addr(), limMaxConns)
+		return nil
+	}
+	cfg := s.cfg.Load()
+	pc := &peerConn{Conn: nc, raw: nc, s: s, l: l, peer: &session.Peer{
 		ID:    session.NewID(),
-		Addr:  addrPort(nc.RemoteAddr()),
+		Addr:  remote,
 		Local: addrPort(nc.LocalAddr()),
 		Start: time.Now(),
 		// Submission ports need a login before MAIL (RFC 6409 §4.3).
 		RequireAuth:       l.cfg.Mode != "mx",
 		AllowInsecureAuth: l.cfg.Auth.AllowInsecure,
 	}}
-	l.s.track(pc)
-	l.s.Logger.Info("connect", "session", pc.peer.ID, "client", pc.peer.Addr.Addr().Unmap().String(), "port", pc.peer.Addr.Port(), "local", pc.peer.Local.String())
-	if l.implicit {
-		return tls.Server(pc, l.s.tlsConfig()), nil
+	if l.proxy && l.trusted(remote.Addr()) {
+		pc.Conn = newProxyConn(nc)
+		pc.proxied = true
+	} else {
+		key, limit := s.lim.admitIP(remote.Addr())
+		if limit != "" {
+			s.lim.releaseGlobal()
+			l.refuse(nc, remote.Addr(), limit)
+			return nil
+		}
+		pc.ipKey = key
+		pc.watchProxyHeader = l.proxy
 	}
-	return pc, nil
+	if !l.implicit {
+		pc.guard = newGuard(cfg)
+		pc.earlyWait = cfg.EarlyTalker.Wait.D()
+		pc.earlyWarn = cfg.EarlyTalker.Mode == "warn"
+		pc.hostname = cfg.Hostname
+	}
+	s.track(pc)
+	if !pc.proxied {
+		pc.logConnect()
+	}
+	if l.implicit {
+		return tls.Server(pc, s.tlsConfig())
+	}
+	return pc
+}
+
+func (l *listener) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range l.proxyFrom {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers a connection over a limit and closes it: RFC 5321 §3.1
+// lets a server open with 421 instead of 220. A fresh socket's send
+// buffer is empty, so the write does not block Accept's loop (the
+// deadline is there anyway). Implicit TLS gets no plain-text reply.
+func (l *listener) refuse(nc net.Conn, ip netip.Addr, limit string) {
+	if !l.implicit {
+		nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		nc.Write(tooManyReply(ip))
+	}
+	nc.Close()
+	l.logRefusal.Do(func() {
+		l.s.Logger.Info("reject", "stage", "connect", "check", limit, "client", ip.Unmap().String(), "reply", "421 4.7.0 Too many connections")
+	})
+}
+
+func tooManyReply(ip netip.Addr) []byte {
+	return []byte("421 4.7.0 Too many connections from " + ip.Unmap().String() + ", try later\r\n")
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -61,18 +153,145 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
+var errRefused = errors.New("connection refused by smtpgate")
+
 // peerConn is the raw client connection.
 type peerConn struct {
 	net.Conn
+	raw     net.Conn // the socket itself (under the PROXY protocol layer)
 	s       *Server
+	l       *listener
 	peer    *session.Peer
 	closing sync.Once
 	bye     sync.Once
+
+	// The preamble (start) runs once, before go-smtp's first read or
+	// write: PROXY header, per-IP limits for proxied clients, early talker.
+	started   sync.Once
+	startErr  error
+	proxied   bool
+	earlyWait time.Duration
+	earlyWarn bool
+	hostname  string
+	// pending holds what an early talker sent in warn mode, for go-smtp.
+	pending []byte
+	// watchProxyHeader: an untrusted client on a PROXY listener; a PROXY
+	// header from it closes the connection.
+	watchProxyHeader bool
+	ipKey            netip.Prefix
+	connected        bool // "connect" was logged
+	guard            *guard
 }
 
 func (c *peerConn) Peer() *session.Peer { return c.peer }
 
+func (c *peerConn) logConnect() {
+	c.connected = true
+	c.s.Logger.Info("connect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "port", c.peer.Addr.Port(), "local", c.peer.Local.String())
+}
+
+func (c *peerConn) start() error {
+	c.started.Do(func() {
+		c.startErr = c.preamble()
+		if c.startErr != nil {
+			c.Close()
+		}
+	})
+	return c.startErr
+}
+
+func (c *peerConn) preamble() error {
+	if c.proxied {
+		if err := c.readProxyHeader(); err != nil {
+			return err
+		}
+		key, limit := c.s.lim.admitIP(c.peer.Addr.Addr())
+		if limit != "" {
+			c.l.refuse(c.Conn, c.peer.Addr.Addr(), limit)
+			return errRefused
+		}
+		c.ipKey = key
+		c.logConnect()
+	}
+	if c.earlyWait > 0 {
+		return c.earlyTalker()
+	}
+	return nil
+}
+
+// earlyTalker is postscreen's pregreet test: a "220-" teaser line, then
+// a wait. A client that speaks before the final 220 line is not waiting
+// for replies (RFC 5321 §4.3.1: the client waits for the greeting); it is
+// told 554 5.5.1 and closed, or only logged in warn mode.
+func (c *peerConn) earlyTalker() error {
+	c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Conn.Write([]byte("220-" + c.hostname + " ESMTP\r\n")); err != nil {
+		return err
+	}
+	c.Conn.SetReadDeadline(time.Now().Add(c.earlyWait))
+	buf := make([]byte, 512)
+	n, err := c.Conn.Read(buf)
+	c.Conn.SetReadDeadline(time.Time{})
+	if n == 0 {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil // quiet: a well-behaved client
+		}
+		return err
+	}
+	client := c.peer.Addr.Addr().Unmap().String()
+	if c.earlyWarn {
+		c.s.Logger.Info("would reject", "session", c.peer.ID, "client", client, "stage", "connect", "check", "early_talker", "mode", "warn", "evidence", string(buf[:min(n, 60)]))
+		c.pending = buf[:n]
+		return nil
+	}
+	c.s.met.limitRejected("early_talker")
+	c.s.Logger.Info("reject", "session", c.peer.ID, "client", client, "stage", "connect", "check", "early_talker", "reply", "554 5.5.1 Error: you talk too soon", "evidence", string(buf[:min(n, 60)]))
+	c.Conn.Write([]byte("554 5.5.1 Error: you talk too soon\r\n"))
+	return errRefused
+}
+
+func (c *peerConn) Read(p []byte) (int, error) {
+	if err := c.start(); err != nil {
+		return 0, err
+	}
+	var n int
+	var err error
+	if len(c.pending) > 0 {
+		n = copy(p, c.pending)
+		c.pending = c.pending[n:]
+	} else {
+		n, err = c.Conn.Read(p)
+	}
+	if n > 0 && c.watchProxyHeader {
+		c.watchProxyHeader = false
+		if isProxyHeader(p[:n]) {
+			c.s.met.limitRejected("proxy_untrusted")
+			c.s.Logger.Warn("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "connect", "check", "proxy_protocol", "error", "PROXY header from a source not in proxy_protocol_from")
+			c.Close()
+			return 0, errRefused
+		}
+	}
+	if n > 0 && c.guard != nil {
+		c.guard.in(p[:n])
+	}
+	return n, err
+}
+
 func (c *peerConn) Write(p []byte) (int, error) {
+	if err := c.start(); err != nil {
+		return 0, err
+	}
+	if c.guard != nil {
+		if reply, check := c.guard.out(p, c.inputWaiting); reply != "" {
+			c.s.met.limitRejected(check)
+			c.s.met.Decision("session", check, 421, false)
+			c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "check", check, "reply", reply, "evidence", c.guard.evidence)
+			c.Conn.Write([]byte(reply + "\r\n"))
+			c.Close()
+			return 0, errRefused
+		}
+	}
 	n, err := c.Conn.Write(p)
 	if c.peer.HangingUp() {
 		c.Close()
@@ -80,11 +299,19 @@ func (c *peerConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// inputWaiting reports whether the client has sent bytes we have not read
+// yet (they wait in the kernel's socket buffer).
+func (c *peerConn) inputWaiting() bool { return socketReadable(c.raw) }
+
 func (c *peerConn) Close() error {
 	err := c.Conn.Close()
 	c.closing.Do(func() {
 		c.s.untrack(c)
-		c.s.Logger.Info("disconnect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "duration", time.Since(c.peer.Start).Round(time.Millisecond).String())
+		c.s.lim.releaseIP(c.ipKey)
+		c.s.lim.releaseGlobal()
+		if c.connected {
+			c.s.Logger.Info("disconnect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "duration", time.Since(c.peer.Start).Round(time.Millisecond).String())
+		}
 	})
 	return err
 }
@@ -108,6 +335,7 @@ func (s *Server) track(c *peerConn) {
 	defer s.mu.Unlock()
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
+	s.met.sessionsTotal.Inc()
 }
 
 func (s *Server) untrack(c *peerConn) {

@@ -13,6 +13,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -40,11 +41,21 @@ type Server struct {
 
 	// res is shared by every check and kept across reloads while dns.*
 	// does not change, so its cache survives.
+	resMu  sync.Mutex
 	res    *verify.Resolver
 	resKey string
 	// authLim outlives reloads: a reload must not reset a lock-out.
 	authLim    *authLimiter
 	authLimKey string
+
+	lim    *limiter
+	met    *metrics
+	http   *http.Server
+	httpLn net.Listener
+
+	// ReloadFunc, when set, is what POST /reload on the metrics listener
+	// runs (main: read the configuration file again and Reload).
+	ReloadFunc func() error
 
 	mu    sync.Mutex
 	conns map[*peerConn]struct{}
@@ -54,28 +65,45 @@ type Server struct {
 // New prepares a server for cfg; Listen opens its sockets.
 func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s := &Server{Logger: logger, conns: map[*peerConn]struct{}{}}
-	if err := s.loadCert(cfg); err != nil {
+	s.met = newMetrics(s)
+	s.lim = newLimiter(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
+	s.lim.onReject = s.met.limitRejected
+	cert, err := loadCert(cfg)
+	if err != nil {
 		return nil, err
 	}
 	st, err := s.settings(cfg)
 	if err != nil {
 		return nil, err
 	}
+	s.cert.Store(cert)
 	s.cfg.Store(cfg)
 	s.backend = session.NewBackend(st)
 	return s, nil
 }
 
-func (s *Server) loadCert(cfg *config.Config) error {
+// loadCert reads the certificate; it is installed only with the rest of
+// the configuration, so that a refused reload changes nothing.
+func loadCert(cfg *config.Config) (*tls.Certificate, error) {
 	if cfg.TLS.CertFile == "" {
-		return nil
+		return nil, nil
 	}
 	cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 	if err != nil {
-		return fmt.Errorf("tls: %w", err)
+		return nil, fmt.Errorf("tls: %w", err)
 	}
-	s.cert.Store(&cert)
-	return nil
+	return &cert, nil
+}
+
+func trustedFunc(nets []netip.Prefix) func(netip.Addr) bool {
+	return func(a netip.Addr) bool {
+		for _, n := range nets {
+			if n.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (s *Server) tlsConfig() *tls.Config {
@@ -94,6 +122,7 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		Timeout:        cfg.Upstream.Timeout.D(),
 		ConnectTimeout: cfg.Upstream.ConnectTimeout.D(),
 		XClient:        cfg.Upstream.XClient,
+		Observe:        s.met.upstream,
 	}
 	addr := cfg.Upstream.Address
 	var prober verify.RecipientProber
@@ -114,7 +143,6 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	nets := cfg.RelayNetworks
 	var users session.Authenticator
 	if cfg.Auth.UsersFile != "" {
 		f, err := os.Open(cfg.Auth.UsersFile)
@@ -149,24 +177,21 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
 		DataTimeout:    cfg.Limits.DataTimeout.D(),
 		DelayReject:    *cfg.DelayReject,
-		Trusted: func(a netip.Addr) bool {
-			for _, n := range nets {
-				if n.Contains(a) {
-					return true
-				}
-			}
-			return false
-		},
-		Logger: s.Logger,
+		Trusted:        trustedFunc(cfg.RelayNetworks),
+		Logger:         s.Logger,
+		Limiter:        s.lim,
+		Metrics:        s.met,
 	}, nil
 }
 
 func (s *Server) resolver(cfg *config.Config) (*verify.Resolver, error) {
 	key := fmt.Sprint(cfg.DNSServers(), cfg.DNS.Timeout)
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
 	if s.res != nil && key == s.resKey {
 		return s.res, nil
 	}
-	r, err := verify.NewResolver(verify.ResolverOptions{Servers: cfg.DNSServers(), Timeout: cfg.DNS.Timeout.D()})
+	r, err := verify.NewResolver(verify.ResolverOptions{Servers: cfg.DNSServers(), Timeout: cfg.DNS.Timeout.D(), OnQuery: s.met.dnsQuery})
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
@@ -216,6 +241,12 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("listen %s: %w", l.Address, err)
 		}
 		s.lns = append(s.lns, s.wrap(ln, l))
+	}
+	if cfg.Metrics.Address != "" {
+		if err := s.serveMetrics(cfg.Metrics.Address); err != nil {
+			s.Close()
+			return err
+		}
 	}
 	return nil
 }
@@ -269,21 +300,33 @@ func (s *Server) Serve() error {
 	return first
 }
 
-// Reload applies a new configuration to sessions that start from now on;
-// sessions in flight finish under the one they started with. Listener
-// addresses and limits need a restart; a change there is logged.
-func (s *Server) Reload(cfg *config.Config) error {
+// Reload applies a new configuration (lists, tables, checks, certificate,
+// limits) to sessions and connections that start from now on; sessions
+// in flight finish under the one they started with. Nothing changes when
+// it fails. Listeners and metrics.address need a restart; a change there
+// is logged.
+func (s *Server) Reload(cfg *config.Config) (err error) {
+	defer func() {
+		result := "ok"
+		if err != nil {
+			result = "refused"
+		}
+		s.met.reloads.WithLabelValues(result).Inc()
+	}()
 	old := s.cfg.Load()
-	if err := s.loadCert(cfg); err != nil {
+	cert, err := loadCert(cfg)
+	if err != nil {
 		return err
 	}
 	st, err := s.settings(cfg)
 	if err != nil {
 		return err
 	}
-	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.Limits != cfg.Limits {
-		s.Logger.Warn("reload: listen and limits changes take effect at the next restart")
+	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.Metrics != cfg.Metrics {
+		s.Logger.Warn("reload: listen and metrics.address changes take effect at the next restart")
 	}
+	s.cert.Store(cert)
+	s.lim.set(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
 	s.backend.Swap(st)
 	s.cfg.Store(cfg)
 	s.Logger.Info("reloaded", "config", cfg.Path, "checks", strings.Join(st.Policy.Names(), ","))
@@ -296,6 +339,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ln := range s.lns {
 		ln.Close()
+	}
+	if s.http != nil {
+		defer s.http.Close()
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -344,6 +390,9 @@ func (s *Server) waitConns(d time.Duration) {
 func (s *Server) Close() {
 	for _, ln := range s.lns {
 		ln.Close()
+	}
+	if s.http != nil {
+		s.http.Close()
 	}
 	for _, c := range s.snapshot() {
 		c.Close()

@@ -114,8 +114,10 @@ func (s *Session) Data(r io.Reader) error {
 	}
 	if rep.Code/100 != 2 {
 		s.log.Info("reject", "stage", "data", "check", "upstream", "reply", rep.String(), "size", size, "rcpts", len(s.env.Recipients))
+		s.observeTransaction(rep.Code)
 		return fromUpstream(rep)
 	}
+	s.observeTransaction(rep.Code)
 	s.log.Info("accept", "stage", "data", "reply", rep.String(), "queue_id", queueID(rep), "size", size, "rcpts", len(s.env.Recipients), "from", s.env.From)
 	return fromUpstream(rep)
 }

@@ -54,6 +54,9 @@ type Settings struct {
 	// attempts (421 4.7.0); 0 means never.
 	MaxAuthFailures int
 	Logger          *slog.Logger
+	// Limiter and Metrics are optional (see limits.go).
+	Limiter Limiter
+	Metrics Metrics
 }
 
 // Backend is the go-smtp Backend: it makes a Session per connection with
@@ -156,6 +159,8 @@ type Session struct {
 	// authFailures counts failed AUTH attempts in this session.
 	authFailures int
 	discarded    bool
+
+	limitedTxn int // the transaction whose message was counted (limits.go)
 }
 
 // helo runs the HELO checks on name. A refusal is held for RCPT under
@@ -166,6 +171,9 @@ func (s *Session) helo(name string) error {
 	// every client that matters sends, and Received's "with" follows it.
 	s.client.ESMTP = true
 	s.heloRefusal = nil
+	if s.refusedEarlier() {
+		return nil
+	}
 	out := s.st.Policy.Helo(s.ctx, &s.client)
 	if d, ok := s.record(&out, verify.StageHelo); ok {
 		if !s.st.DelayReject {
@@ -204,6 +212,7 @@ func (s *Session) logDecision(d verify.Decision, attrs ...any) {
 	case d.Result.Action == verify.Discard:
 		msg = "discard"
 	}
+	s.observe(d.Stage, d.Check, d.Result.Reply.Code, d.Mode == verify.Warn)
 	args := []any{"stage", d.Stage, "check", d.Check, "mode", d.Mode.String()}
 	if d.Result.Action != verify.Pass {
 		args = append(args, "reply", d.Result.Reply.String())
@@ -282,6 +291,9 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	s.env = verify.Envelope{From: from}
 	s.upFrom = forwardForm(from)
 	s.mailParams = mailParams(opts)
+	if s.refusedEarlier() {
+		return nil // refused at RCPT anyway: spare the DNS
+	}
 	out := s.st.Policy.Mail(s.ctx, &s.client, from)
 	s.prepend = append(s.prepend[:0], out.Prepend...) // Received-SPF:
 	if d, ok := s.record(&out, verify.StageMail); ok {
@@ -344,12 +356,16 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if d, ok := s.record(&out, verify.StageRcpt, "rcpt", to); ok {
 		return replyErr(d.Result.Reply)
 	}
+	if err := s.rateLimit(to); err != nil {
+		return err
+	}
 	rep, err := s.forwardRcpt(to)
 	if err != nil {
 		return s.upstreamFailure("rcpt", err, "rcpt", to)
 	}
 	if rep.Code/100 != 2 {
 		s.log.Info("reject", "stage", "rcpt", "check", "upstream", "reply", rep.String(), "rcpt", to)
+		s.observe("rcpt", "upstream", rep.Code, false)
 		return fromUpstream(rep)
 	}
 	s.env.Recipients = append(s.env.Recipients, to)
@@ -421,6 +437,7 @@ func (s *Session) upstreamFailure(stage string, err error, attrs ...any) error {
 	}
 	args := append([]any{"stage", stage, "check", "upstream", "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message), "error", err.Error()}, attrs...)
 	s.log.Warn("tempfail", append(args, s.envAttrs()...)...)
+	s.observe(stage, "upstream", reply.Code, false)
 	return reply
 }
 

@@ -79,6 +79,10 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// XClient is auto, xclient, xforward or off.
 	XClient string
+	// Observe, when set, is told each reply's wait (from the last write
+	// to the MTA) and error, by operation (greeting, ehlo, mail, rcpt,
+	// dot, ...): the proxy's latency histogram.
+	Observe func(op string, wait time.Duration, err error)
 }
 
 // Conn is one connection to the MTA. It is not safe for concurrent use.
@@ -95,6 +99,18 @@ type Conn struct {
 	pendingRset bool
 	broken      bool
 	dw          dotWriter
+	sent        time.Time // last write to the MTA, for Options.Observe
+}
+
+// stampWriter notes when bytes last went to the MTA.
+type stampWriter struct {
+	w    io.Writer
+	sent *time.Time
+}
+
+func (s stampWriter) Write(p []byte) (int, error) {
+	*s.sent = time.Now()
+	return s.w.Write(p)
 }
 
 // Dial connects to addr, reads the greeting and sends EHLO; then, as
@@ -112,7 +128,8 @@ func Dial(ctx context.Context, addr string, opts Options, client *ClientInfo) (*
 	if err != nil {
 		return nil, &Error{Op: "dial", Err: err}
 	}
-	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 32*1024), opts: opts}
+	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 4096), opts: opts, sent: time.Now()}
+	c.w = bufio.NewWriterSize(stampWriter{nc, &c.sent}, 32*1024)
 	c.dw.w = c.w
 	if err := c.handshake(ctx, client); err != nil {
 		nc.Close()
@@ -324,6 +341,14 @@ func (c *Conn) cmd(ctx context.Context, op, line string) error {
 
 // readReply reads a (multi-line) reply.
 func (c *Conn) readReply(op string) (*Reply, error) {
+	rep, err := c.readReplyLines(op)
+	if c.opts.Observe != nil {
+		c.opts.Observe(op, time.Since(c.sent), err)
+	}
+	return rep, err
+}
+
+func (c *Conn) readReplyLines(op string) (*Reply, error) {
 	rep := &Reply{}
 	for {
 		line, err := c.r.ReadSlice('\n')

@@ -45,6 +45,9 @@ type ResolverOptions struct {
 	Timeout time.Duration
 	// CacheSize is the number of answers kept; default 10000.
 	CacheSize int
+	// OnQuery, when set, is told the duration and error of every query
+	// sent to a server (the proxy's latency histogram).
+	OnQuery func(d time.Duration, err error)
 }
 
 // Resolver is the DNS stub resolver shared by all checks: it asks the
@@ -59,6 +62,7 @@ type Resolver struct {
 	cache   *answerCache
 	flight  flightGroup
 	now     func() time.Time // the cache's clock; tests replace it
+	onQuery func(time.Duration, error)
 
 	hits, misses, coalesced, queries, failures atomic.Uint64
 }
@@ -92,6 +96,7 @@ func NewResolver(o ResolverOptions) (*Resolver, error) {
 		tcp:     &dns.Client{Net: "tcp", Timeout: timeout},
 		cache:   newAnswerCache(size),
 		now:     time.Now,
+		onQuery: o.OnQuery,
 	}, nil
 }
 
@@ -323,8 +328,12 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, server string) (*dn
 // exchangeOver is one query over one transport. miekg/dns turns the
 // context's deadline into the connection's, but not its cancellation:
 // that is done here by moving the deadline to the past.
-func (r *Resolver) exchangeOver(ctx context.Context, c *dns.Client, m *dns.Msg, server string) (*dns.Msg, error) {
+func (r *Resolver) exchangeOver(ctx context.Context, c *dns.Client, m *dns.Msg, server string) (_ *dns.Msg, err error) {
 	r.queries.Add(1)
+	if r.onQuery != nil {
+		start := time.Now()
+		defer func() { r.onQuery(time.Since(start), err) }()
+	}
 	conn, err := c.DialContext(ctx, server)
 	if err != nil {
 		return nil, err

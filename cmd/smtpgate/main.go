@@ -41,6 +41,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return passwd(os.Stdin, *cost, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "reload" {
+		return reloadCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("smtpgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/smtpgate/smtpgate.yaml", "configuration file")
@@ -68,6 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0
 	}
+	srv.ReloadFunc = func() error { return reload(srv, *path, logger) }
 	if err := srv.Listen(); err != nil {
 		logger.Error("cannot listen", "error", err.Error())
 		return 1
@@ -106,7 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // reload reads the configuration again; a broken one is logged and the
 // running one kept.
-func reload(srv *proxy.Server, path string, logger *slog.Logger) {
+func reload(srv *proxy.Server, path string, logger *slog.Logger) error {
 	cfg, err := config.Load(path)
 	if err == nil {
 		err = srv.Reload(cfg)
@@ -114,6 +118,7 @@ func reload(srv *proxy.Server, path string, logger *slog.Logger) {
 	if err != nil {
 		logger.Error("reload refused, keeping the running configuration", "config", path, "error", err.Error())
 	}
+	return err
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
