@@ -97,9 +97,11 @@ type Conn struct {
 	// pendingRset is set when a transaction was abandoned: RSET is sent
 	// pipelined with the next MAIL instead of costing a round trip now.
 	pendingRset bool
-	broken      bool
-	dw          dotWriter
-	sent        time.Time // last write to the MTA, for Options.Observe
+	// xforwardLine is sent before every MAIL (XFORWARD mode).
+	xforwardLine string
+	broken       bool
+	dw           dotWriter
+	sent         time.Time // last write to the MTA, for Options.Observe
 }
 
 // stampWriter notes when bytes last went to the MTA.
@@ -168,7 +170,7 @@ func (c *Conn) handshake(ctx context.Context, client *ClientInfo) error {
 	case "xclient":
 		return c.xclient(ctx, client)
 	case "xforward":
-		return c.xforward(ctx, client)
+		c.xforward(client)
 	}
 	return nil
 }
@@ -250,10 +252,10 @@ func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
 	return c.ehlo(ctx, name)
 }
 
-// xforward sends XFORWARD (Postfix XFORWARD_README); the MTA answers 250
-// and the attributes apply to the next transaction... and the ones after
-// it on this connection, until RSET-free reuse ends.
-func (c *Conn) xforward(ctx context.Context, ci *ClientInfo) error {
+// xforward prepares the XFORWARD line (Postfix XFORWARD_README) with the
+// attributes the MTA announced. Postfix applies them to one transaction
+// only, so Begin sends the line before every MAIL.
+func (c *Conn) xforward(ci *ClientInfo) {
 	allowed := map[string]bool{}
 	for _, a := range strings.Fields(strings.ToUpper(c.ext["XFORWARD"])) {
 		allowed[a] = true
@@ -265,22 +267,15 @@ func (c *Conn) xforward(ctx context.Context, ci *ClientInfo) error {
 		{"PROTO", orUnavailable(ci.Proto)},
 		{"HELO", orUnavailable(ci.Helo)},
 	}
+	line := "XFORWARD"
 	for _, a := range attrs {
-		if !allowed[a.k] || a.v == "" {
-			continue
-		}
-		if err := c.cmd(ctx, "xforward", "XFORWARD "+a.k+"="+xtext(a.v)); err != nil {
-			return err
-		}
-		rep, err := c.readReply("xforward")
-		if err != nil {
-			return err
-		}
-		if rep.Code != 250 {
-			return &Error{Op: "xforward", Err: fmt.Errorf("MTA refused XFORWARD: %s", rep)}
+		if allowed[a.k] && a.v != "" {
+			line += " " + a.k + "=" + xtext(a.v)
 		}
 	}
-	return nil
+	if line != "XFORWARD" {
+		c.xforwardLine = line
+	}
 }
 
 func orUnavailable(s string) string {
@@ -417,32 +412,41 @@ func parseEnhanced(s string, code int) ([3]int, string, bool) {
 // Broken reports whether the connection can no longer be used.
 func (c *Conn) Broken() bool { return c.broken }
 
-// Mail starts a transaction. params are the ESMTP parameters to pass on
-// (SIZE=, BODY=, SMTPUTF8), already formatted. An RSET owed from an
-// abandoned transaction is pipelined in front of it.
-func (c *Conn) Mail(ctx context.Context, from string, params []string) (*Reply, error) {
-	c.deadline(ctx, c.opts.Timeout)
-	rset := c.pendingRset
-	if rset {
-		c.w.WriteString("RSET\r\n")
+// preamble are the commands owed before the next MAIL: an RSET for an
+// abandoned transaction, and XFORWARD, whose attributes Postfix forgets at
+// the end of every transaction (XFORWARD_README).
+func (c *Conn) preamble() []string {
+	var cmds []string
+	if c.pendingRset {
+		cmds = append(cmds, "RSET")
 		c.pendingRset = false
 	}
-	writeCmd(c.w, "MAIL FROM:<", from, params)
-	if err := c.w.Flush(); err != nil {
+	if c.xforwardLine != "" {
+		cmds = append(cmds, c.xforwardLine)
+	}
+	return cmds
+}
+
+// expect250 reads the reply to a preamble command; anything but 250 makes
+// the connection unusable.
+func (c *Conn) expect250(cmd string) error {
+	op := strings.ToLower(strings.Fields(cmd)[0])
+	rep, err := c.readReply(op)
+	if err != nil {
+		return err
+	}
+	if rep.Code != 250 {
 		c.broken = true
-		return nil, &Error{Op: "mail", Err: err}
+		return &Error{Op: op, Err: fmt.Errorf("MTA refused %s: %s", strings.Fields(cmd)[0], rep)}
 	}
-	if rset {
-		rep, err := c.readReply("rset")
-		if err != nil {
-			return nil, err
-		}
-		if rep.Code != 250 {
-			c.broken = true
-			return nil, &Error{Op: "rset", Err: fmt.Errorf("MTA refused RSET: %s", rep)}
-		}
-	}
-	return c.readReply("mail")
+	return nil
+}
+
+// Mail starts a transaction. params are the ESMTP parameters to pass on
+// (SIZE=, BODY=, SMTPUTF8), already formatted.
+func (c *Conn) Mail(ctx context.Context, from string, params []string) (*Reply, error) {
+	rep, _, err := c.Begin(ctx, from, params, "", nil)
+	return rep, err
 }
 
 // Rcpt adds a recipient.
@@ -457,45 +461,53 @@ func (c *Conn) Rcpt(ctx context.Context, to string, params []string) (*Reply, er
 	return c.readReply("rcpt")
 }
 
-// Begin sends MAIL and the first RCPT, pipelined when the MTA offers
-// PIPELINING (RFC 2920 §3.1), so a transaction costs one round trip
-// before DATA. rcptRep is nil when MAIL was refused.
+// Begin sends the owed preamble, MAIL and the first RCPT (none when to is
+// ""). Where the MTA offers PIPELINING (RFC 2920 §3.1) they go in one
+// write, so a transaction costs one round trip before DATA; otherwise one
+// command at a time, as RFC 5321 requires. rcptRep is nil when MAIL was
+// refused.
 func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to string, rcptParams []string) (mailRep, rcptRep *Reply, err error) {
+	pre := c.preamble()
+	c.deadline(ctx, c.opts.Timeout)
 	if !c.has("PIPELINING") {
-		mailRep, err = c.Mail(ctx, from, mailParams)
-		if err != nil || mailRep.Code/100 != 2 {
+		for _, cmd := range pre {
+			if err := c.cmd(ctx, "mail", cmd); err != nil {
+				return nil, nil, err
+			}
+			if err := c.expect250(cmd); err != nil {
+				return nil, nil, err
+			}
+		}
+		writeCmd(c.w, "MAIL FROM:<", from, mailParams)
+		if err := c.flush("mail"); err != nil {
+			return nil, nil, err
+		}
+		if mailRep, err = c.readReply("mail"); err != nil || mailRep.Code/100 != 2 || to == "" {
 			return mailRep, nil, err
 		}
 		rcptRep, err = c.Rcpt(ctx, to, rcptParams)
 		return mailRep, rcptRep, err
 	}
-	c.deadline(ctx, c.opts.Timeout)
-	rset := c.pendingRset
-	c.pendingRset = false
-	if rset {
-		c.w.WriteString("RSET\r\n")
+	for _, cmd := range pre {
+		c.w.WriteString(cmd)
+		c.w.WriteString("\r\n")
 	}
 	writeCmd(c.w, "MAIL FROM:<", from, mailParams)
-	writeCmd(c.w, "RCPT TO:<", to, rcptParams)
-	if err := c.w.Flush(); err != nil {
-		c.broken = true
-		return nil, nil, &Error{Op: "mail", Err: err}
+	if to != "" {
+		writeCmd(c.w, "RCPT TO:<", to, rcptParams)
 	}
-	if rset {
-		rep, err := c.readReply("rset")
-		if err != nil {
-			return nil, nil, err
-		}
-		if rep.Code != 250 {
-			c.broken = true
-			return nil, nil, &Error{Op: "rset", Err: fmt.Errorf("MTA refused RSET: %s", rep)}
-		}
-	}
-	if mailRep, err = c.readReply("mail"); err != nil {
+	if err := c.flush("mail"); err != nil {
 		return nil, nil, err
 	}
-	rcptRep, err = c.readReply("rcpt")
-	if err != nil {
+	for _, cmd := range pre {
+		if err := c.expect250(cmd); err != nil {
+			return nil, nil, err
+		}
+	}
+	if mailRep, err = c.readReply("mail"); err != nil || to == "" {
+		return mailRep, nil, err
+	}
+	if rcptRep, err = c.readReply("rcpt"); err != nil {
 		return nil, nil, err
 	}
 	if mailRep.Code/100 != 2 {
@@ -503,6 +515,14 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 		return mailRep, nil, nil
 	}
 	return mailRep, rcptRep, nil
+}
+
+func (c *Conn) flush(op string) error {
+	if err := c.w.Flush(); err != nil {
+		c.broken = true
+		return &Error{Op: op, Err: err}
+	}
+	return nil
 }
 
 func writeCmd(w *bufio.Writer, verb, addr string, params []string) {
@@ -573,18 +593,13 @@ func (c *Conn) Reset() {
 	c.pendingRset = true
 }
 
-// Quit says goodbye politely and closes.
+// Quit says goodbye politely and closes. QUIT ends an open transaction
+// too (RFC 5321 §4.1.1.10), so an owed RSET is not sent.
 func (c *Conn) Quit() {
 	if !c.broken {
 		c.nc.SetDeadline(time.Now().Add(2 * time.Second))
-		if c.pendingRset {
-			c.w.WriteString("RSET\r\n")
-		}
 		c.w.WriteString("QUIT\r\n")
 		if c.w.Flush() == nil {
-			if c.pendingRset {
-				c.readReply("rset")
-			}
 			c.readReply("quit")
 		}
 	}
@@ -653,6 +668,11 @@ func Probe(ctx context.Context, addr string, opts Options, rcpt string) (*Reply,
 	if mailRep.Code/100 != 2 {
 		return nil, &Error{Op: "mail", Err: fmt.Errorf("MTA refused the null sender: %s", mailRep)}
 	}
-	c.Reset()
+	if err := c.cmd(ctx, "rset", "RSET"); err != nil {
+		return nil, err
+	}
+	if err := c.expect250("RSET"); err != nil {
+		return nil, err
+	}
 	return rcptRep, nil
 }
