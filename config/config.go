@@ -192,9 +192,15 @@ func (c *Config) setDefaults() {
 			l.Mode = "mx"
 		}
 		if l.TLS == "" {
-			l.TLS = "none"
-			if l.Mode == "submissions" {
+			// STARTTLS wherever a certificate makes it possible (RFC 3207;
+			// opportunistic TLS is what every MX should offer).
+			switch {
+			case l.Mode == "submissions":
 				l.TLS = "implicit"
+			case c.TLS.CertFile != "":
+				l.TLS = "starttls"
+			default:
+				l.TLS = "none"
 			}
 		}
 	}

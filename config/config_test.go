@@ -109,3 +109,23 @@ func TestParseReply(t *testing.T) {
 		}
 	}
 }
+
+func TestSTARTTLSByDefaultWithACertificate(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	os.WriteFile(cert, []byte("x"), 0o644)
+	os.WriteFile(key, []byte("x"), 0o644)
+	c, err := Parse([]byte("hostname: mx.example.com\nlisten:\n  - address: \":25\"\n  - address: \":465\"\n    mode: submissions\n  - address: \":2525\"\n    tls: none\nauth:\n  users_file: "+cert+"\ntls:\n  cert_file: "+cert+"\n  key_file: "+key+"\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"starttls", "implicit", "none"} {
+		if got := c.Listen[i].TLS; got != want {
+			t.Errorf("listen.%d.tls = %q, want %q", i, got, want)
+		}
+	}
+	c, _ = Parse([]byte("hostname: mx.example.com\n"), "t.yaml")
+	if c.Listen[0].TLS != "none" {
+		t.Errorf("without a certificate: tls = %q, want none", c.Listen[0].TLS)
+	}
+}
