@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only when SMTPGATE_PPROF is set
 	"os"
 	"os/signal"
 	"syscall"
@@ -58,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot listen", "error", err.Error())
 		return 1
 	}
+	servePprof(logger)
 	logger.Info("smtpgate starting", "version", version, "config", *path, "upstream", cfg.Upstream.Address)
 
 	sigs := make(chan os.Signal, 4)
@@ -110,4 +113,21 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// servePprof serves net/http/pprof on the address in SMTPGATE_PPROF
+// (e.g. 127.0.0.1:6060), for profiling and the benchmark and soak
+// harnesses. It is deliberately not a configuration key: it is a
+// debugging aid, never for production on a public address.
+func servePprof(logger *slog.Logger) {
+	addr := os.Getenv("SMTPGATE_PPROF")
+	if addr == "" {
+		return
+	}
+	logger.Warn("serving pprof", "address", addr)
+	go func() {
+		if err := http.ListenAndServe(addr, nil); err != nil {
+			logger.Error("pprof", "error", err.Error())
+		}
+	}()
 }
