@@ -95,6 +95,12 @@ type Conn struct {
 	pendingRset bool
 	broken      bool
 	dw          dotWriter
+
+	// mode is how the client is presented (xclient, xforward or off),
+	// client the client presented; pool is where Quit returns c to.
+	mode   string
+	client *ClientInfo
+	pool   *Pool
 }
 
 // Dial connects to addr, reads the greeting and sends EHLO; then, as
@@ -133,6 +139,8 @@ func (c *Conn) handshake(ctx context.Context, client *ClientInfo) error {
 	if err := c.ehlo(ctx, c.opts.Helo); err != nil {
 		return err
 	}
+	c.client = client
+	c.mode = "off"
 	if client == nil {
 		return nil
 	}
@@ -147,6 +155,7 @@ func (c *Conn) handshake(ctx context.Context, client *ClientInfo) error {
 			mode = "off"
 		}
 	}
+	c.mode = mode
 	switch mode {
 	case "xclient":
 		return c.xclient(ctx, client)
@@ -548,8 +557,18 @@ func (c *Conn) Reset() {
 	c.pendingRset = true
 }
 
-// Quit says goodbye politely and closes.
+// Quit ends the use of c: a connection from a Pool that can serve
+// another client goes back to it, any other says goodbye politely and
+// closes.
 func (c *Conn) Quit() {
+	if c.reusable() {
+		c.pool.put(c)
+		return
+	}
+	c.quit()
+}
+
+func (c *Conn) quit() {
 	if !c.broken {
 		c.nc.SetDeadline(time.Now().Add(2 * time.Second))
 		if c.pendingRset {
