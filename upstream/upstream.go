@@ -517,6 +517,7 @@ func (c *Conn) Data(ctx context.Context) (*Reply, io.Writer, error) {
 	c.dw.err = nil
 	c.dw.ctx = ctx
 	c.dw.c = c
+	c.dw.last = time.Now() // cmd set the deadline
 	return rep, &c.dw, nil
 }
 
@@ -599,13 +600,19 @@ type dotWriter struct {
 	ctx context.Context
 	bol bool // at the beginning of a line
 	err error
+	// last is when the deadline was last moved: moving it for every line
+	// cost 7% of smtpgate's CPU.
+	last time.Time
 }
 
 func (d *dotWriter) Write(p []byte) (int, error) {
 	if d.err != nil {
 		return 0, d.err
 	}
-	d.c.deadline(d.ctx, d.c.opts.Timeout)
+	if now := time.Now(); now.Sub(d.last) > time.Second {
+		d.c.deadline(d.ctx, d.c.opts.Timeout)
+		d.last = now
+	}
 	n := 0
 	for len(p) > 0 {
 		if d.bol && p[0] == '.' {
