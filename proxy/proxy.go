@@ -57,6 +57,11 @@ type Server struct {
 	// runs (main: read the configuration file again and Reload).
 	ReloadFunc func() error
 
+	// pool keeps MTA connections between sessions; replaced when
+	// upstream.* changes on reload.
+	pool    *upstream.Pool
+	poolKey string
+
 	mu    sync.Mutex
 	conns map[*peerConn]struct{}
 	wg    sync.WaitGroup
@@ -171,17 +176,37 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,
 		Hostname:        cfg.Hostname,
 		Policy:          policy,
-		Dial: func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error) {
-			return upstream.Dial(ctx, addr, uo, ci)
-		},
-		MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
-		DataTimeout:    cfg.Limits.DataTimeout.D(),
-		DelayReject:    *cfg.DelayReject,
-		Trusted:        trustedFunc(cfg.RelayNetworks),
-		Logger:         s.Logger,
-		Limiter:        s.lim,
-		Metrics:        s.met,
+		Dial:            s.upstreamPool(addr, uo).Get,
+		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
+		DataTimeout:     cfg.Limits.DataTimeout.D(),
+		DelayReject:     *cfg.DelayReject,
+		Trusted:         trustedFunc(cfg.RelayNetworks),
+		Logger:          s.Logger,
+		Limiter:         s.lim,
+		Metrics:         s.met,
 	}, nil
+}
+
+// Idle MTA connections: at most half of Postfix's default_process_limit
+// (100 smtpd processes), closed after 10s idle.
+const (
+	poolMaxIdle     = 50
+	poolIdleTimeout = 10 * time.Second
+)
+
+// upstreamPool returns the pool for addr and uo, keeping the current one
+// (and its idle connections) while they do not change.
+func (s *Server) upstreamPool(addr string, uo upstream.Options) *upstream.Pool {
+	key := fmt.Sprint(addr, uo)
+	if s.pool != nil && key == s.poolKey {
+		return s.pool
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	s.pool = &upstream.Pool{Addr: addr, Opts: uo, MaxIdle: poolMaxIdle, IdleTimeout: poolIdleTimeout}
+	s.poolKey = key
+	return s.pool
 }
 
 func (s *Server) resolver(cfg *config.Config) (*verify.Resolver, error) {
@@ -343,6 +368,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		defer s.http.Close()
 	}
+	defer s.closePool()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -394,6 +420,7 @@ func (s *Server) Close() {
 	if s.http != nil {
 		s.http.Close()
 	}
+	defer s.closePool()
 	for _, c := range s.snapshot() {
 		c.Close()
 	}
@@ -409,3 +436,10 @@ func (w slogWriter) Write(p []byte) (int, error) {
 
 // DrainTimeout is shutdown.drain_timeout of the running configuration.
 func (s *Server) DrainTimeout() time.Duration { return s.cfg.Load().Shutdown.DrainTimeout.D() }
+
+// closePool says QUIT to the idle MTA connections.
+func (s *Server) closePool() {
+	if s.pool != nil {
+		s.pool.Close()
+	}
+}

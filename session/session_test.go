@@ -660,7 +660,7 @@ func TestHeaderTooLarge(t *testing.T) {
 	c.expect("DATA", 354, "")
 	c.send("Subject: long\r\n" + "X-Long: start\r\n" + strings.Repeat("\tcontinued continued continued continued\r\n", 40) + "\r\nbody\r\n.\r\n")
 	c.expect("", 552, "5.3.4")
-	// Not a reason to hang up: the session goes on, on the same upstream.
+	// Not a reason to hang up: the session goes on.
 	c.expect("RSET", 250, "")
 	c.envelope("a@example.org", "b@example.com")
 	c.expect("DATA", 354, "")
@@ -669,11 +669,11 @@ func TestHeaderTooLarge(t *testing.T) {
 	c.expect("QUIT", 221, "")
 	m.waitIdle(t)
 	txns := m.transactions()
-	if len(txns) != 2 || txns[0].DataStarted || !txns[1].Complete {
-		t.Errorf("MTA transactions: first must not have DATA, second complete: %+v", txns)
-	}
-	if n := g.dials.Load(); n != 1 {
-		t.Errorf("%d dials, want 1", n)
+	// Without header checks DATA goes to the MTA before the header is
+	// read (one round trip less); the too-large one is then dropped
+	// without its final dot, and the next transaction dials again.
+	if len(txns) != 2 || txns[0].Complete || !txns[1].Complete {
+		t.Errorf("MTA transactions: first must not complete, second must: %+v", txns)
 	}
 }
 

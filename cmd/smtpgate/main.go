@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only when SMTPGATE_PPROF is set
 	"os"
 	"os/signal"
 	"strings"
@@ -76,6 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot listen", "error", err.Error())
 		return 1
 	}
+	servePprof(logger)
 	logger.Info("smtpgate starting", "version", version, "config", *path, "upstream", cfg.Upstream.Address)
 
 	sigs := make(chan os.Signal, 4)
@@ -166,4 +169,21 @@ func passwd(in *os.File, cost int, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, h)
 	return 0
+}
+
+// servePprof serves net/http/pprof on the address in SMTPGATE_PPROF
+// (e.g. 127.0.0.1:6060), for profiling and the benchmark and soak
+// harnesses. It is deliberately not a configuration key: it is a
+// debugging aid, never for production on a public address.
+func servePprof(logger *slog.Logger) {
+	addr := os.Getenv("SMTPGATE_PPROF")
+	if addr == "" {
+		return
+	}
+	logger.Warn("serving pprof", "address", addr)
+	go func() {
+		if err := http.ListenAndServe(addr, nil); err != nil {
+			logger.Error("pprof", "error", err.Error())
+		}
+	}()
 }

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -68,6 +69,24 @@ func newDataReader(c *Conn) *dataReader {
 	return dr
 }
 
+// States of dataReader.
+const (
+	stateBeginLine = iota // beginning of line; initial state; must be zero
+	stateDot              // read . at beginning of line
+	stateDotCR            // read .\r at beginning of line
+	stateCR               // read \r (possibly at end of line)
+	stateData             // reading data in middle of line
+	stateEOF              // reached .\r\n end marker line
+)
+
+// buffered returns the bytes buffered in r.r, reading if there are none.
+func (r *dataReader) buffered() ([]byte, error) {
+	if _, err := r.r.Peek(1); err != nil {
+		return nil, err
+	}
+	return r.r.Peek(r.r.Buffered())
+}
+
 func (r *dataReader) Read(b []byte) (n int, err error) {
 	if r.limited {
 		if r.n <= 0 {
@@ -80,71 +99,88 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 
 	// Code below is taken from net/textproto with only one modification to
 	// not rewrite CRLF -> LF.
+	//
+	// smtpgate: it works on the bufio.Reader's buffered bytes rather than
+	// byte by byte (ReadByte was 12% of a proxy's CPU), and copies runs of
+	// line content up to the next CR in one go. The state machine is the
+	// same.
 
 	// Run data through a simple state machine to
 	// elide leading dots and detect End-of-Data (<CR><LF>.<CR><LF>) line.
-	const (
-		stateBeginLine = iota // beginning of line; initial state; must be zero
-		stateDot              // read . at beginning of line
-		stateDotCR            // read .\r at beginning of line
-		stateCR               // read \r (possibly at end of line)
-		stateData             // reading data in middle of line
-		stateEOF              // reached .\r\n end marker line
-	)
 	for n < len(b) && r.state != stateEOF {
-		var c byte
-		c, err = r.r.ReadByte()
+		var buf []byte
+		buf, err = r.buffered()
 		if err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			break
 		}
-		switch r.state {
-		case stateBeginLine:
-			if c == '.' {
-				r.state = stateDot
-				continue
+		i := 0 // bytes of buf consumed
+		for i < len(buf) && n < len(b) && r.state != stateEOF {
+			if r.state == stateData {
+				// Only a CR leaves stateData.
+				chunk := buf[i:]
+				cr := bytes.IndexByte(chunk, '\r')
+				if cr >= 0 {
+					chunk = chunk[:cr]
+				}
+				m := copy(b[n:], chunk)
+				n += m
+				i += m
+				if cr < 0 || n == len(b) {
+					continue // buf is used up, or b is full
+				}
 			}
-			if c == '\r' {
+			c := buf[i]
+			i++
+			switch r.state {
+			case stateBeginLine:
+				if c == '.' {
+					r.state = stateDot
+					continue
+				}
+				if c == '\r' {
+					r.state = stateCR
+					break
+				}
+				r.state = stateData
+			case stateDot:
+				if c == '\r' {
+					r.state = stateDotCR
+					continue
+				}
+				r.state = stateData
+			case stateDotCR:
+				if c == '\n' {
+					r.state = stateEOF
+					continue
+				}
+				// smtpgate: ".\r" not followed by "\n" is a stuffed dot and a
+				// bare CR. Keep the CR (upstream dropped it, which hid the bare
+				// CR from the backend's smuggling checks) and look at c again.
+				i--
+				c = '\r'
 				r.state = stateCR
-				break
+			case stateCR:
+				if c == '\n' {
+					r.state = stateBeginLine
+					break
+				}
+				if c == '\r' {
+					// smtpgate: "\r\r\n" still ends a line.
+					break
+				}
+				r.state = stateData
+			case stateData:
+				if c == '\r' {
+					r.state = stateCR
+				}
 			}
-			r.state = stateData
-		case stateDot:
-			if c == '\r' {
-				r.state = stateDotCR
-				continue
-			}
-			r.state = stateData
-		case stateDotCR:
-			if c == '\n' {
-				r.state = stateEOF
-				continue
-			}
-			// smtpgate: ".\r" not followed by "\n" is a stuffed dot and a
-			// bare CR. Keep the CR (upstream dropped it, which hid the bare
-			// CR from the backend's smuggling checks) and look at c again.
-			r.r.UnreadByte()
-			c = '\r'
-			r.state = stateCR
-		case stateCR:
-			if c == '\n' {
-				r.state = stateBeginLine
-				break
-			}
-			if c == '\r' {
-				// smtpgate: "\r\r\n" still ends a line.
-				break
-			}
-			r.state = stateData
-		case stateData:
-			if c == '\r' {
-				r.state = stateCR
-			}
+			b[n] = c
+			n++
 		}
-		b[n] = c
-		n++
+		r.r.Discard(i)
 	}
 	if err == nil && r.state == stateEOF {
 		err = io.EOF

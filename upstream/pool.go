@@ -1,0 +1,203 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Pool keeps connections to the MTA open between client sessions, so that
+// a session costs an XCLIENT and an EHLO (or nothing, without XCLIENT)
+// instead of a TCP connect, the greeting, EHLO, XCLIENT, EHLO and QUIT.
+// smtp-source style traffic, one message per session, spends most of a
+// proxy's time there otherwise.
+//
+// A connection goes back to the pool from Quit only if it is intact and
+// its MTA session carries no login (XCLIENT LOGIN is not reliably
+// cleared). XFORWARD connections are reused too: the XFORWARD line is
+// sent before every MAIL anyway.
+type Pool struct {
+	Addr string
+	Opts Options
+	// MaxIdle bounds the idle connections kept; each holds one of the
+	// MTA's smtpd processes.
+	MaxIdle int
+	// IdleTimeout closes connections idle for longer, well before the
+	// MTA's own timeout (Postfix smtpd_timeout: 300s).
+	IdleTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   []idleConn
+	timer  *time.Timer
+	closed bool
+}
+
+type idleConn struct {
+	c     *Conn
+	since time.Time
+}
+
+// Get returns a connection presenting client to the MTA: an idle one,
+// re-introduced with XCLIENT, or a new one.
+func (p *Pool) Get(ctx context.Context, client *ClientInfo) (*Conn, error) {
+	for {
+		c := p.take()
+		if c == nil {
+			break
+		}
+		if err := c.reuse(ctx, client); err != nil {
+			// Gone while idle: try the next, then a fresh connection.
+			c.Close()
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
+		return c, nil
+	}
+	c, err := Dial(ctx, p.Addr, p.Opts, client)
+	if err != nil {
+		return nil, err
+	}
+	c.pool = p
+	return c, nil
+}
+
+func (p *Pool) take() *Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.idle) > 0 {
+		// Most recently used first: it is the likeliest to be alive, and
+		// the old ones age out.
+		ic := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if time.Since(ic.since) < p.IdleTimeout {
+			return ic.c
+		}
+		go ic.c.quit()
+	}
+	return nil
+}
+
+// put keeps c for reuse, or closes it.
+func (p *Pool) put(c *Conn) {
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.MaxIdle {
+		p.mu.Unlock()
+		c.quit()
+		return
+	}
+	p.idle = append(p.idle, idleConn{c, time.Now()})
+	if p.timer == nil {
+		p.timer = time.AfterFunc(p.IdleTimeout, p.sweep)
+	}
+	p.mu.Unlock()
+}
+
+// sweep closes connections idle for IdleTimeout.
+func (p *Pool) sweep() {
+	p.mu.Lock()
+	var old []*Conn
+	keep := p.idle[:0]
+	for _, ic := range p.idle {
+		if time.Since(ic.since) >= p.IdleTimeout {
+			old = append(old, ic.c)
+		} else {
+			keep = append(keep, ic)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	p.timer = nil
+	if len(p.idle) > 0 && !p.closed {
+		p.timer = time.AfterFunc(p.IdleTimeout, p.sweep)
+	}
+	p.mu.Unlock()
+	for _, c := range old {
+		c.quit()
+	}
+}
+
+// Close says QUIT to every idle connection; connections in use are
+// closed when their sessions end.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	for _, ic := range idle {
+		ic.c.quit()
+	}
+}
+
+// Idle returns the number of idle connections.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+var errStale = errors.New("idle connection closed by the MTA")
+
+// reuse makes an idle connection ready for a new client session.
+func (c *Conn) reuse(ctx context.Context, client *ClientInfo) error {
+	if !c.alive() {
+		return errStale
+	}
+	if c.mode == "xclient" && !c.has("XCLIENT") {
+		// Not offered again after the first XCLIENT: the MTA would
+		// take the next client for the previous one.
+		return errStale
+	}
+	if c.mode == "xforward" && client != nil {
+		c.client = client
+		c.xforward(client)
+		return nil
+	}
+	if c.mode != "xclient" || client == nil {
+		c.client = client
+		return nil
+	}
+	if c.pendingRset {
+		// XCLIENT is not allowed inside a transaction.
+		if err := c.cmd(ctx, "rset", "RSET"); err != nil {
+			return err
+		}
+		if rep, err := c.readReply("rset"); err != nil {
+			return err
+		} else if rep.Code != 250 {
+			return &Error{Op: "rset", Err: errors.New("MTA refused RSET: " + rep.String())}
+		}
+		c.pendingRset = false
+	}
+	c.client = client
+	return c.xclient(ctx, client)
+}
+
+// alive reports whether the MTA has neither closed the idle connection
+// nor said anything (a 421 on its shutdown or timeout) since.
+func (c *Conn) alive() bool {
+	if c.r.Buffered() > 0 {
+		return false
+	}
+	c.nc.SetReadDeadline(time.Now())
+	_, err := c.r.Peek(1)
+	c.nc.SetReadDeadline(time.Time{})
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// reusable reports whether c may go back to a pool.
+func (c *Conn) reusable() bool {
+	if c.pool == nil || c.broken {
+		return false
+	}
+	if c.client != nil && c.client.Login != "" {
+		return false
+	}
+	return c.mode == "xclient" || c.mode == "xforward" || c.mode == "off"
+}
