@@ -215,11 +215,13 @@ func (c *Conn) ehlo(ctx context.Context, name string) error {
 	return nil
 }
 
-// xclient sends the attributes the MTA announced (Postfix XCLIENT_README).
-func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
-	allowed := map[string]bool{}
-	for _, a := range strings.Fields(strings.ToUpper(c.ext["XCLIENT"])) {
-		allowed[a] = true
+// attrLine builds "VERB NAME=value ..." with the attributes of ci that
+// the MTA announced after VERB in its EHLO reply, xtext-encoded; "" when
+// there are none. XCLIENT also takes LOGIN.
+func (c *Conn) attrLine(verb string, ci *ClientInfo) string {
+	announced := map[string]bool{}
+	for _, a := range strings.Fields(strings.ToUpper(c.ext[verb])) {
+		announced[a] = true
 	}
 	attrs := []struct{ k, v string }{
 		{"NAME", orUnavailable(ci.Name)},
@@ -227,22 +229,29 @@ func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
 		{"PORT", portAttr(ci.Port)},
 		{"PROTO", orUnavailable(ci.Proto)},
 		{"HELO", orUnavailable(ci.Helo)},
-		{"LOGIN", ci.Login},
 	}
-	var b strings.Builder
-	b.WriteString("XCLIENT")
-	n := 0
+	if verb == "XCLIENT" {
+		attrs = append(attrs, struct{ k, v string }{"LOGIN", ci.Login})
+	}
+	line := verb
 	for _, a := range attrs {
-		if !allowed[a.k] || a.v == "" {
-			continue
+		if announced[a.k] && a.v != "" {
+			line += " " + a.k + "=" + xtext(a.v)
 		}
-		b.WriteString(" " + a.k + "=" + xtext(a.v))
-		n++
 	}
-	if n == 0 {
+	if line == verb {
+		return ""
+	}
+	return line
+}
+
+// xclient sends the attributes the MTA announced (Postfix XCLIENT_README).
+func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
+	line := c.attrLine("XCLIENT", ci)
+	if line == "" {
 		return nil
 	}
-	if err := c.cmd(ctx, "xclient", b.String()); err != nil {
+	if err := c.cmd(ctx, "xclient", line); err != nil {
 		return err
 	}
 	rep, err := c.readReply("xclient")
@@ -255,36 +264,17 @@ func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
 	// The MTA now talks to "the client": greet it with the client's HELO
 	// name, as nginx's mail proxy does, so its logs and checks match.
 	name := ci.Helo
-	if name == "" || !allowed["HELO"] {
+	if name == "" || !strings.Contains(" "+strings.ToUpper(c.ext["XCLIENT"])+" ", " HELO ") {
 		name = c.opts.Helo
 	}
 	return c.ehlo(ctx, name)
 }
 
-// xforward prepares the XFORWARD line (Postfix XFORWARD_README) with the
-// attributes the MTA announced. Postfix applies them to one transaction
-// only, so Begin sends the line before every MAIL.
+// xforward prepares the XFORWARD line (Postfix XFORWARD_README). Postfix
+// applies the attributes to one transaction only, so Begin sends the line
+// before every MAIL.
 func (c *Conn) xforward(ci *ClientInfo) {
-	allowed := map[string]bool{}
-	for _, a := range strings.Fields(strings.ToUpper(c.ext["XFORWARD"])) {
-		allowed[a] = true
-	}
-	attrs := []struct{ k, v string }{
-		{"NAME", orUnavailable(ci.Name)},
-		{"ADDR", addrAttr(ci.Addr)},
-		{"PORT", portAttr(ci.Port)},
-		{"PROTO", orUnavailable(ci.Proto)},
-		{"HELO", orUnavailable(ci.Helo)},
-	}
-	line := "XFORWARD"
-	for _, a := range attrs {
-		if allowed[a.k] && a.v != "" {
-			line += " " + a.k + "=" + xtext(a.v)
-		}
-	}
-	if line != "XFORWARD" {
-		c.xforwardLine = line
-	}
+	c.xforwardLine = c.attrLine("XFORWARD", ci)
 }
 
 func orUnavailable(s string) string {
