@@ -63,6 +63,7 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 		return nil, errAuthInTransaction
 	case s.st.AuthLimiter != nil && s.st.AuthLimiter.Locked(s.client.Addr, ""):
 		s.log.Warn("auth locked out", "stage", "auth", "reply", "454 4.7.0", "reason", "client address over the failure limit")
+		s.observe("auth", "auth_lockout", 454, false)
 		return nil, errAuthLocked
 	}
 	switch mech {
@@ -95,6 +96,7 @@ func (r replyErrors) Next(response []byte) ([]byte, bool, error) {
 func (s *Session) authenticate(identity, login, password string) error {
 	if s.st.AuthLimiter != nil && s.st.AuthLimiter.Locked(s.client.Addr, login) {
 		s.log.Warn("auth locked out", "stage", "auth", "login", login, "reply", "454 4.7.0")
+		s.observe("auth", "auth_lockout", 454, false)
 		return errAuthLocked
 	}
 	// No proxy authorisation: the authorization identity, if given, must
@@ -102,6 +104,7 @@ func (s *Session) authenticate(identity, login, password string) error {
 	if (identity == "" || identity == login) && s.st.Users.Authenticate(login, password) {
 		s.client.Login = login
 		s.log.Info("auth", "stage", "auth", "login", login, "reply", "235 2.7.0")
+		s.observe("auth", "auth", 235, false)
 		if s.up != nil {
 			// The MTA was told who the client is without the login; the
 			// next transaction dials again with XCLIENT LOGIN=.
@@ -117,9 +120,11 @@ func (s *Session) authenticate(identity, login, password string) error {
 	if s.authFailures >= s.st.MaxAuthFailures && s.st.MaxAuthFailures > 0 {
 		s.log.Warn("auth failed", "stage", "auth", "login", login, "failures", s.authFailures, "reply", "421 4.7.0")
 		s.peer.HangUpAfterReply()
+		s.observe("auth", "auth_failures", 421, false)
 		return errAuthTooMany
 	}
 	s.log.Info("auth failed", "stage", "auth", "login", login, "failures", s.authFailures, "reply", "535 5.7.8")
+	s.observe("auth", "auth", 535, false)
 	return errAuthInvalid
 }
 
