@@ -2,8 +2,10 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"testing"
+	"time"
 )
 
 // FuzzParse feeds the configuration loader arbitrary YAML: it must never
@@ -29,6 +31,9 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// A hang is a finding too: report the input instead of stalling.
+		watchdog := time.AfterFunc(5*time.Second, func() { panic(fmt.Sprintf("Parse hung on %q", data)) })
+		defer watchdog.Stop()
 		c, err := Parse(data, "fuzz.yaml")
 		if err != nil {
 			var es Errors
