@@ -5,10 +5,10 @@
 # counts, with smtpgate's default checks on (DNS answered by dnsd on
 # loopback) and with every check off. Prints a Markdown table.
 #
-#   integration/bench/run.sh            quick mode, about 3-5 minutes
-#   FULL=1 integration/bench/run.sh     more messages and 5 runs per cell
+#   integration/bench/run.sh            quick mode, about 3 minutes
+#   FULL=1 integration/bench/run.sh     4x the messages and 7 runs per cell
 #
-# Environment: RUNS (runs per cell, default 3, FULL 5), SETS (a regexp
+# Environment: RUNS (runs per cell, default 5, FULL 7), SETS (a regexp
 # choosing parameter sets by name, e.g. 's20-4k'), MODES ("on off"),
 # SMTPGATE_PPROF (passed on: smtpgate serves net/http/pprof there),
 # KEEP=1 keeps the temp dir (logs, configs).
@@ -24,14 +24,14 @@ for t in smtp-source smtp-sink go; do
 done
 
 FULL=${FULL:-0}
-RUNS=${RUNS:-$([ "$FULL" = 1 ] && echo 5 || echo 3)}
+RUNS=${RUNS:-$([ "$FULL" = 1 ] && echo 7 || echo 5)}
 MODES=${MODES:-on off}
 SETS=${SETS:-.}
 scale=$([ "$FULL" = 1 ] && echo 4 || echo 1)
 
 # name | smtp-source args | messages per run (quick mode)
 sets=(
-	"s1-1k|-s 1 -l 1024|1500"
+	"s1-1k|-s 1 -l 1024|3000"
 	"s20-4k|-s 20 -l 4096|10000"
 	"s100-4k|-s 100 -l 4096|10000"
 	"s20-100k|-s 20 -l 102400|3000"

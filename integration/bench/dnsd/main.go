@@ -58,11 +58,7 @@ func main() {
 		}
 		w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", *addr)
-	if err != nil {
-		log.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	pc, ln, err := listen(*addr)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -72,4 +68,23 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
+}
+
+// listen opens UDP and TCP on the same port; with port 0 the UDP port
+// chosen may be taken for TCP, so it tries again.
+func listen(addr string) (net.PacketConn, net.Listener, error) {
+	for i := 0; ; i++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if i == 20 {
+			return nil, nil, err
+		}
+	}
 }
