@@ -282,7 +282,9 @@ type faultResult struct {
 // retry beats a loss (RFC 5321 §6.1); those are counted and logged.
 func TestNoLossWhenMTAStopsAndSMTPDIsKilled(t *testing.T) {
 	mta.clearMailboxes()
-	g := startGate(t, "")
+	// Every 4xx while the MTA is down counts towards limits.max_errors:
+	// lift it, so that sessions live through the outage.
+	g := startGate(t, "limits:\n  max_errors: 100000\n")
 	const sessions, perSession = 20, 100
 	var (
 		mu       sync.Mutex
@@ -745,10 +747,14 @@ func TestDNSFaultsGive4xxNever5xx(t *testing.T) {
 
 func TestClientAbuse(t *testing.T) {
 	mta.clearMailboxes()
+	// All clients come from 127.0.0.1: lift the per-IP connection limit
+	// and the error limit, which would otherwise end the flood early.
 	g, pprof := startGateConfig(t, mta.addr(), "10s", dnsSrv.addr, "2s", `limits:
   max_message_bytes: 2097152
   command_timeout: 20s
   data_timeout: 20s
+  max_connections: 20000
+  max_connections_per_ip: 20000
 `)
 	if err := probe(g.addr); err != nil {
 		t.Fatalf("before: %v", err)
