@@ -93,7 +93,10 @@ type Conn struct {
 	// pendingRset is set when a transaction was abandoned: RSET is sent
 	// pipelined with the next MAIL instead of costing a round trip now.
 	pendingRset bool
-	broken      bool
+	// txn is set from MAIL until the MTA's reply to the final dot: a
+	// connection given back to a Pool in between owes an RSET.
+	txn    bool
+	broken bool
 	dw          dotWriter
 
 	// mode is how the client is presented (xclient, xforward or off),
@@ -412,6 +415,7 @@ func (c *Conn) Mail(ctx context.Context, from string, params []string) (*Reply, 
 		c.pendingRset = false
 	}
 	writeCmd(c.w, "MAIL FROM:<", from, params)
+	c.txn = true
 	if err := c.w.Flush(); err != nil {
 		c.broken = true
 		return nil, &Error{Op: "mail", Err: err}
@@ -461,6 +465,7 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 	}
 	writeCmd(c.w, "MAIL FROM:<", from, mailParams)
 	writeCmd(c.w, "RCPT TO:<", to, rcptParams)
+	c.txn = true
 	if err := c.w.Flush(); err != nil {
 		c.broken = true
 		return nil, nil, &Error{Op: "mail", Err: err}
@@ -511,6 +516,8 @@ func (c *Conn) Data(ctx context.Context) (*Reply, io.Writer, error) {
 		return nil, nil, err
 	}
 	if rep.Code != 354 {
+		// MAIL and RCPT still stand at the MTA.
+		c.pendingRset = true
 		return rep, nil, nil
 	}
 	c.dw.bol = true
@@ -536,7 +543,11 @@ func (c *Conn) End(ctx context.Context) (*Reply, error) {
 		c.broken = true
 		return nil, &Error{Op: "dot", Err: err}
 	}
-	return c.readReply("dot")
+	rep, err := c.readReply("dot")
+	if err == nil {
+		c.txn = false
+	}
+	return rep, err
 }
 
 // Abort abandons a DATA in progress. There is no way to take back a DATA
@@ -562,6 +573,11 @@ func (c *Conn) Reset() {
 // another client goes back to it, any other says goodbye politely and
 // closes.
 func (c *Conn) Quit() {
+	if c.txn {
+		// The session ended inside a transaction (the client left
+		// after RCPT): the next user must not inherit it.
+		c.pendingRset = true
+	}
 	if c.reusable() {
 		c.pool.put(c)
 		return
