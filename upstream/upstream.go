@@ -97,7 +97,7 @@ type Conn struct {
 	// connection given back to a Pool in between owes an RSET.
 	txn    bool
 	broken bool
-	dw          dotWriter
+	dw     dotWriter
 
 	// mode is how the client is presented (xclient, xforward or off),
 	// client the client presented; pool is where Quit returns c to.
