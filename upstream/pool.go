@@ -172,7 +172,7 @@ func (c *Conn) reuse(ctx context.Context, client *ClientInfo) error {
 		} else if rep.Code != 250 {
 			return &Error{Op: "rset", Err: errors.New("MTA refused RSET: " + rep.String())}
 		}
-		c.pendingRset = false
+		c.pendingRset, c.txn = false, false
 	}
 	c.client = client
 	return c.xclient(ctx, client)

@@ -99,9 +99,12 @@ type Conn struct {
 	pendingRset bool
 	// xforwardLine is sent before every MAIL (XFORWARD mode).
 	xforwardLine string
-	broken       bool
-	dw           dotWriter
-	sent         time.Time // last write to the MTA, for Options.Observe
+	// txn is set from MAIL until the MTA's reply to the final dot: a
+	// connection given back to a Pool in between owes an RSET.
+	txn    bool
+	broken bool
+	dw     dotWriter
+	sent   time.Time // last write to the MTA, for Options.Observe
 
 	// mode is how the client is presented (xclient, xforward or off),
 	// client the client presented; pool is where Quit returns c to.
@@ -478,6 +481,7 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 			}
 		}
 		writeCmd(c.w, "MAIL FROM:<", from, mailParams)
+		c.txn = true
 		if err := c.flush("mail"); err != nil {
 			return nil, nil, err
 		}
@@ -492,6 +496,7 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 		c.w.WriteString("\r\n")
 	}
 	writeCmd(c.w, "MAIL FROM:<", from, mailParams)
+	c.txn = true
 	if to != "" {
 		writeCmd(c.w, "RCPT TO:<", to, rcptParams)
 	}
@@ -546,6 +551,8 @@ func (c *Conn) Data(ctx context.Context) (*Reply, io.Writer, error) {
 		return nil, nil, err
 	}
 	if rep.Code != 354 {
+		// MAIL and RCPT still stand at the MTA.
+		c.pendingRset = true
 		return rep, nil, nil
 	}
 	c.dw.bol = true
@@ -571,7 +578,11 @@ func (c *Conn) End(ctx context.Context) (*Reply, error) {
 		c.broken = true
 		return nil, &Error{Op: "dot", Err: err}
 	}
-	return c.readReply("dot")
+	rep, err := c.readReply("dot")
+	if err == nil {
+		c.txn = false
+	}
+	return rep, err
 }
 
 // Abort abandons a DATA in progress. There is no way to take back a DATA
@@ -597,6 +608,11 @@ func (c *Conn) Reset() {
 // another client goes back to it, any other says goodbye politely and
 // closes.
 func (c *Conn) Quit() {
+	if c.txn {
+		// The session ended inside a transaction (the client left
+		// after RCPT): the next user must not inherit it.
+		c.pendingRset = true
+	}
 	if c.reusable() {
 		c.pool.put(c)
 		return

@@ -70,7 +70,8 @@ start=$(date +%s)
 while :; do
 	now=$(( $(date +%s) - start ))
 	rss=$(awk '/VmRSS/{printf "%.1f", $2/1024}' /proc/$gatepid/status)
-	gor=$(curl -s "http://$pprof/debug/pprof/goroutine?debug=1" | head -1 | sed 's/.*total //')
+	curl -s -o "$tmp/goroutines" "http://$pprof/debug/pprof/goroutine?debug=1" || true
+	gor=$(sed -n '1s/.*total //p' "$tmp/goroutines")
 	fds=$(ls /proc/$gatepid/fd | wc -l)
 	echo "$now,$rss,$gor,$fds" >>"$OUT/soak.csv"
 	[ "$now" -ge "$secs" ] && break

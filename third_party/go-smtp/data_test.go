@@ -176,3 +176,49 @@ func FuzzDataReader(f *testing.F) {
 		compareDataReaders(t, in, 16+int(s1%64), []int{1 + int(s1), 1 + int(s2)}, int64(limit), oneByte)
 	})
 }
+
+// benchMessage is a 100 KB message of 76-character lines, a few of them
+// dot-stuffed, ending in the terminator.
+func benchMessage() []byte {
+	var b bytes.Buffer
+	line := bytes.Repeat([]byte("x"), 74)
+	for b.Len() < 100<<10 {
+		if b.Len()%7 == 0 {
+			b.WriteString("..")
+		}
+		b.Write(line)
+		b.WriteString("\r\n")
+	}
+	b.WriteString(".\r\n")
+	return b.Bytes()
+}
+
+func benchmarkDataReader(b *testing.B, mk func(*bufio.Reader) io.Reader) {
+	msg := benchMessage()
+	src := bytes.NewReader(msg)
+	br := bufio.NewReaderSize(src, 4096)
+	buf := make([]byte, 32<<10)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		src.Reset(msg)
+		br.Reset(src)
+		r := mk(br)
+		for {
+			if _, err := r.Read(buf); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// BenchmarkDataReader compares the bulk reader with the byte-at-a-time
+// one it replaced (PATCHES.md 2).
+func BenchmarkDataReader(b *testing.B) {
+	b.Run("bulk", func(b *testing.B) {
+		benchmarkDataReader(b, func(br *bufio.Reader) io.Reader { return &dataReader{r: br} })
+	})
+	b.Run("byte-at-a-time", func(b *testing.B) {
+		benchmarkDataReader(b, func(br *bufio.Reader) io.Reader { return &refDataReader{r: br} })
+	})
+}
