@@ -16,7 +16,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go files we own: third_party/ is vendored upstream code.
 GOFILES = $(shell find . -name '*.go' -not -path './third_party/*' -not -path './.git/*' | sort)
 
-.PHONY: all deps go-present build test vet fmt-check demo
+.PHONY: all deps go-present build test vet fmt-check demo bench soak
 
 all: build
 
@@ -92,3 +92,14 @@ test: deps vet fmt-check
 
 demo: deps build
 	bash integration/demo.sh
+
+# bench runs smtp-source against smtp-sink directly and through smtpgate,
+# alternating, and prints a Markdown table (about 3 minutes; FULL=1 for
+# the long version). See docs/performance.md.
+bench: deps
+	bash integration/bench/run.sh
+
+# soak runs a mixed load for DURATION (default 30m; QUICK=1: 2 minutes)
+# and plots RSS, goroutines and open files to an SVG.
+soak: deps
+	bash integration/bench/soak.sh
