@@ -259,3 +259,37 @@ func (c *client) starttls() {
 	c.conn = tc
 	c.r = newReader(tc)
 }
+
+// The visible From: of an authenticated submission must be the user's too
+// (sender_header_mismatch): warn by default, refused in enforce mode.
+func TestSenderHeaderMismatch(t *testing.T) {
+	for _, mode := range []string{"warn", "enforce"} {
+		t.Run(mode, func(t *testing.T) {
+			mta.clearMailboxes()
+			g := startAuthGate(t, "checks:\n  sender_header_mismatch:\n    mode: "+mode+"\n")
+			out, err := swaks(t, "", "--server", g.submission, "--tls", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "alice-secret",
+				"--from", "alice@example.com", "--to", "carol@example.com", "--header", "From: The Boss <bob@example.com>")
+			if mode == "warn" {
+				if err != nil || !strings.Contains(out, "250 2.0.0 Ok: queued as") {
+					t.Fatalf("warn mode: want delivery, got %v:\n%s", err, out)
+				}
+				waitLog(t, g.gate, `msg="would reject"`)
+				if !strings.Contains(g.log.String(), "check=sender_header_mismatch") {
+					t.Errorf("no would-reject line for sender_header_mismatch")
+				}
+				mta.settle(t)
+				if n := len(mta.mailbox("carol")); n != 1 {
+					t.Errorf("carol has %d messages, want 1", n)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(out, "550 5.7.1 <bob@example.com>: From: header address rejected: not owned by user alice") {
+				t.Fatalf("enforce mode: want 550 5.7.1 at end of DATA, got %v:\n%s", err, out)
+			}
+			mta.settle(t)
+			if n := len(mta.mailbox("carol")); n != 0 {
+				t.Errorf("carol has %d messages, want 0", n)
+			}
+		})
+	}
+}
