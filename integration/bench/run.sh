@@ -11,7 +11,16 @@
 # Environment: RUNS (runs per cell, default 5, FULL 7), SETS (a regexp
 # choosing parameter sets by name, e.g. 's20-4k'), MODES ("on off"),
 # SMTPGATE_PPROF (passed on: smtpgate serves net/http/pprof there),
-# KEEP=1 keeps the temp dir (logs, configs).
+# MSGS (messages per run for every set, to try the script out), KEEP=1
+# keeps the temp dir (logs, configs).
+#
+# BENCH_HARAKA=1 adds a row per parameter set for Haraka (queue/smtp_forward
+# to the same smtp-sink, one node process, config in
+# integration/bench/haraka/config), installed with npm by
+# integration/bench/haraka/install.sh (cached per version, see there;
+# HARAKA_VERSION picks the version). Needs Node.js 20+ and npm.
+# HARAKA_NODELAY=1 (diagnosis) turns on TCP_NODELAY on Haraka's connection
+# to smtp-sink, see integration/bench/haraka/plugins/bench_nodelay.js.
 #
 # Needs smtp-source and smtp-sink (Debian: apt-get install postfix) and Go.
 set -euo pipefail
@@ -27,6 +36,7 @@ FULL=${FULL:-0}
 RUNS=${RUNS:-$([ "$FULL" = 1 ] && echo 7 || echo 5)}
 MODES=${MODES:-on off}
 SETS=${SETS:-.}
+BENCH_HARAKA=${BENCH_HARAKA:-0}
 scale=$([ "$FULL" = 1 ] && echo 4 || echo 1)
 
 # name | smtp-source args | messages per run (quick mode)
@@ -40,10 +50,14 @@ sets=(
 
 tmp=$(mktemp -d /tmp/smtpgate-bench.XXXXXX)
 pids=()
+harakadir=
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	[ "${KEEP:-0}" = 1 ] && echo "bench: kept $tmp" >&2 || rm -rf "$tmp"
+	# an uncached Haraka install (HARAKA_CACHE=0) is ours to remove
+	[ "${HARAKA_CACHE:-1}" = 0 ] && [ -n "$harakadir" ] && rm -rf "$harakadir"
+	return 0
 }
 trap cleanup EXIT
 
@@ -51,7 +65,21 @@ freeport() { python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))
 import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])
 PY
 }
-waitport() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "bench: nothing listens on $1" >&2; return 1; }
+waitport() { # port [tries of 50 ms] [pid that must stay alive]
+	for _ in $(seq "${2:-100}"); do
+		(exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
+		[ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && { echo "bench: process $3 exited before listening on $1" >&2; return 1; }
+		sleep 0.05
+	done
+	echo "bench: nothing listens on $1" >&2; return 1
+}
+
+if [ "$BENCH_HARAKA" = 1 ]; then
+	# before the build: fail early if npm is missing or the install fails
+	harakadir=$(HARAKA_CACHE=${HARAKA_CACHE:-1} "$here/haraka/install.sh") || { echo "bench: installing Haraka failed (see above)" >&2; exit 1; }
+	harakaver=$(node -p 'require(process.argv[1]).version' "$harakadir/node_modules/Haraka/package.json")
+	echo "bench: Haraka $harakaver in $harakadir" >&2
+fi
 
 echo "bench: building" >&2
 (cd "$root" && go build -o "$tmp/smtpgate" ./cmd/smtpgate && go build -o "$tmp/dnsd" ./integration/bench/dnsd)
@@ -99,6 +127,43 @@ stopgate() {
 	kill "$gatepid" 2>/dev/null || true
 	wait "$gatepid" 2>/dev/null || true
 }
+harakaport=$(freeport)
+harakapid=
+startharaka() { # name
+	local d=$tmp/haraka-$1
+	mkdir -p "$d/config"
+	# Haraka's own defaults (connection.ini and the like), then ours
+	cp -r "$harakadir/node_modules/Haraka/config/." "$d/config/"
+	cp -r "$here/haraka/config/." "$d/config/"
+	cp -r "$here/haraka/plugins" "$d/"
+	if [ "${HARAKA_NODELAY:-0}" = 1 ]; then
+		printf 'bench_nodelay\n' | cat - "$d/config/plugins" >"$d/config/plugins.new"
+		mv "$d/config/plugins.new" "$d/config/plugins"
+	fi
+	# nodes=0: no cluster, so the one node process does all the work and its
+	# /proc figures are Haraka's; SIGTERM ends it at once (not PID 1).
+	cat >"$d/config/smtp.ini" <<INI
+listen=127.0.0.1:$harakaport
+nodes=0
+INI
+	cat >"$d/config/smtp_forward.ini" <<INI
+host=127.0.0.1
+port=$sinkport
+enable_tls=false
+INI
+	BENCH_DNS=$dnsaddr node "$harakadir/node_modules/Haraka/bin/haraka" -c "$d" >"$tmp/haraka-$1.log" 2>&1 &
+	harakapid=$!
+	pids+=($harakapid)
+	if ! waitport $harakaport 600 $harakapid; then
+		echo "bench: Haraka did not start; the end of its log:" >&2
+		tail -20 "$tmp/haraka-$1.log" >&2
+		exit 1
+	fi
+}
+stopharaka() {
+	kill "$harakapid" 2>/dev/null || true
+	wait "$harakapid" 2>/dev/null || true
+}
 cputicks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 hwm() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
 tck=$(getconf CLK_TCK)
@@ -117,13 +182,18 @@ source_run() {
 	awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f\n", n/(b-a)}'
 }
 median() { sort -g | awk '{v[NR]=$1} END{ if (NR%2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+# row ARGS LABEL DIRECT RELAY TICKS MSGS RSS_KB -> one table row
+row() {
+	awk -v a="$1" -v m="$2" -v d="$3" -v g="$4" -v t="$5" -v tck="$tck" -v n="$6" -v rss="$7" \
+		'BEGIN{printf "| `%s` | %s | %.0f | %.0f | %.2f | %.3f | %.1f |", a, m, d, g, (d>0?g/d:0), t/tck/n*1000, rss/1024}'
+}
 
 rows=()
 total_start=$(date +%s)
 for s in "${sets[@]}"; do
 	IFS='|' read -r name args n <<<"$s"
 	[[ $name =~ $SETS ]] || continue
-	n=$((n * scale))
+	n=$((${MSGS:-$n} * scale))
 	for mode in $MODES; do
 		startgate "$mode" "$name"
 		# warm up: caches, connections, page faults
@@ -143,9 +213,34 @@ for s in "${sets[@]}"; do
 		stopgate
 		errs=$(grep -c 'level=ERROR' "$tmp/gate-$mode-$name.log" || true)
 		[ "$errs" != 0 ] && echo "bench: $errs error lines in smtpgate's log ($name, checks $mode)" >&2
-		rows+=("$(awk -v a="$args" -v m="$mode" -v d="$d" -v g="$g" -v t="$ticks" -v tck="$tck" -v n="$msgs" -v rss="$rss" \
-			'BEGIN{printf "| `%s` | %s | %.0f | %.0f | %.2f | %.3f | %.1f |", a, m, d, g, (d>0?g/d:0), t/tck/n*1000, rss/1024}')")
+		label=$mode
+		[ "$BENCH_HARAKA" = 1 ] && label="smtpgate, checks $mode"
+		rows+=("$(row "$args" "$label" "$d" "$g" "$ticks" "$msgs" "$rss")")
 	done
+	if [ "$BENCH_HARAKA" = 1 ]; then
+		startharaka "$name"
+		source_run $harakaport "$args" $(( n / 10 > 2 ? n / 10 : 2 )) >/dev/null
+		direct=() relay=() ticks=0 msgs=0
+		for r in $(seq "$RUNS"); do
+			direct+=("$(source_run $sinkport "$args" "$n")")
+			c0=$(cputicks $harakapid)
+			relay+=("$(source_run $harakaport "$args" "$n")")
+			c1=$(cputicks $harakapid)
+			ticks=$((ticks + c1 - c0)) msgs=$((msgs + n))
+			echo "bench: $name run $r: direct ${direct[-1]}/s Haraka ${relay[-1]}/s" >&2
+		done
+		d=$(printf '%s\n' "${direct[@]}" | median)
+		g=$(printf '%s\n' "${relay[@]}" | median)
+		rss=$(hwm $harakapid)
+		stopharaka
+		# not counted: the TLS key and certificate Haraka's core looks for at
+		# start (no STARTTLS here)
+		errs=$(grep -E '\[(ERROR|CRIT|ALERT|EMERG)\]' "$tmp/haraka-$name.log" | grep -cvE 'tls (key|cert) .* could not be loaded' || true)
+		[ "$errs" != 0 ] && echo "bench: $errs error lines in Haraka's log ($name)" >&2
+		hlabel="Haraka $harakaver"
+		[ "${HARAKA_NODELAY:-0}" = 1 ] && hlabel="$hlabel, TCP_NODELAY"
+		rows+=("$(row "$args" "$hlabel" "$d" "$g" "$ticks" "$msgs" "$rss")")
+	fi
 done
 
 cores=$(nproc)
@@ -154,6 +249,10 @@ cpu=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
 echo
 echo "$(date -u +%Y-%m-%d), $cores cores ($cpu), $mem RAM, $(go version | awk '{print $3}'); median of $RUNS runs; $(( $(date +%s) - total_start ))s"
 echo
-echo "| smtp-source args | checks | direct msg/s | smtpgate msg/s | ratio | smtpgate CPU s / 1,000 msgs | smtpgate peak RSS MB |"
+if [ "$BENCH_HARAKA" = 1 ]; then
+	echo "| smtp-source args | relay | direct msg/s | relay msg/s | ratio | relay CPU s / 1,000 msgs | relay peak RSS MB |"
+else
+	echo "| smtp-source args | checks | direct msg/s | smtpgate msg/s | ratio | smtpgate CPU s / 1,000 msgs | smtpgate peak RSS MB |"
+fi
 echo "|---|---|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
