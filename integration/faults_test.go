@@ -52,39 +52,7 @@ dns:
 shutdown:
   drain_timeout: 2s
 %s`, domain, port, upstreamAddr, upstreamTimeout, domain, dnsAddr, dnsTimeout, extra)
-	path := filepath.Join(t.TempDir(), "smtpgate.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g := &gate{addr: fmt.Sprintf("127.0.0.1:%d", port), cfg: path, log: &syncBuffer{}, done: make(chan error, 1)}
-	g.cmd = exec.Command(binary, "-config", path)
-	g.cmd.Env = append(os.Environ(), "SMTPGATE_PPROF="+pprof)
-	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { g.done <- g.cmd.Wait() }()
-	t.Cleanup(func() {
-		g.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-g.done:
-		case <-time.After(10 * time.Second):
-			g.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("smtpgate log (tail):\n%s", tail(g.log.String(), 4000))
-		}
-	})
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", g.addr); err == nil {
-			c.Close()
-			break
-		}
-		if i > 200 {
-			t.Fatalf("smtpgate did not listen: %s", g.log.String())
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	g := runGate(t, t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port), cfg, "SMTPGATE_PPROF="+pprof)
 	return g, pprof
 }
 

@@ -236,13 +236,22 @@ dns:
 shutdown:
   drain_timeout: 5s
 %s`, domain, strings.TrimRight(listen, "\n"), mta.addr(), domain, dnsSrv.addr, extra)
+	first := regexp.MustCompile(`address: "?([0-9.:]+)`).FindStringSubmatch(listen)
+	return runGate(t, dir, first[1], cfg)
+}
+
+// runGate writes cfg to dir, runs the binary with it (and env added to its
+// environment), waits until addr accepts connections, and stops it when
+// the test ends. A race report or a panic in its output fails the test.
+func runGate(t *testing.T, dir, addr, cfg string, env ...string) *gate {
+	t.Helper()
 	path := filepath.Join(dir, "smtpgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	first := regexp.MustCompile(`address: "?([0-9.:]+)`).FindStringSubmatch(listen)
-	g := &gate{addr: first[1], cfg: path, log: &syncBuffer{}, done: make(chan error, 1)}
+	g := &gate{addr: addr, cfg: path, log: &syncBuffer{}, done: make(chan error, 1)}
 	g.cmd = exec.Command(binary, "-config", path)
+	g.cmd.Env = append(os.Environ(), env...)
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -263,7 +272,7 @@ shutdown:
 			t.Errorf("smtpgate panicked")
 		}
 		if t.Failed() {
-			t.Logf("smtpgate log:\n%s", g.log.String())
+			t.Logf("smtpgate log (tail):\n%s", tail(g.log.String(), 8000))
 		}
 	})
 	for i := 0; ; i++ {
