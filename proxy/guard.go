@@ -70,21 +70,23 @@ func (g *guard) in(b []byte) {
 		if i < 0 {
 			return
 		}
-		g.line(strings.TrimRight(string(g.lineStart), "\r\n"), g.lineLen)
+		if g.dataMode {
+			// Message lines: only the end-of-data line matters, and
+			// this runs per line of DATA, so no string is made.
+			if g.lineLen <= 3 && g.lineStart[0] == '.' {
+				g.dataMode = false
+				g.dotSeen = true
+			}
+		} else {
+			g.line(strings.TrimRight(string(g.lineStart), "\r\n"))
+		}
 		g.lineStart = g.lineStart[:0]
 		g.lineLen = 0
 	}
 }
 
-// line is one complete line read.
-func (g *guard) line(start string, n int) {
-	if g.dataMode {
-		if start == "." && n <= 3 {
-			g.dataMode = false
-			g.dotSeen = true
-		}
-		return
-	}
+// line is one complete command line read (outside DATA).
+func (g *guard) line(start string) {
 	verb, _, _ := strings.Cut(start, " ")
 	verb = strings.ToUpper(verb)
 	if len(g.queue) < maxQueue {

@@ -185,8 +185,8 @@ func (s *Session) helo(name string) error {
 }
 
 // record logs every decision of a stage (warn-mode "would reject" ones
-// included) and returns the enforced refusal, if any. Decisions that are
-// delayed to RCPT are logged when they are reported (deferLog).
+// included) and returns the enforced refusal, if any. A refusal delayed to
+// RCPT (delay_reject) is logged when it is reported there.
 func (s *Session) record(out *verify.Outcome, stage string, attrs ...any) (verify.Decision, bool) {
 	ref, refused := out.Refusal()
 	for _, d := range out.Decisions {
