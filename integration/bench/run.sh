@@ -188,6 +188,26 @@ row() {
 		'BEGIN{printf "| `%s` | %s | %.0f | %.0f | %.2f | %.3f | %.1f |", a, m, d, g, (d>0?g/d:0), t/tck/n*1000, rss/1024}'
 }
 
+# measure PORT PID WHAT LABEL: a warm-up (caches, connections, page
+# faults), then RUNS runs alternating direct and through the relay on PORT
+# (process PID). Sets d and g (median msg/s direct and relayed), ticks
+# (PID's CPU ticks during the relayed runs) and msgs. Uses $args and $n.
+measure() {
+	local port=$1 pid=$2 what=$3 label=$4 r c0 c1 direct=() relay=()
+	source_run "$port" "$args" $(( n / 10 > 2 ? n / 10 : 2 )) >/dev/null
+	ticks=0 msgs=0
+	for r in $(seq "$RUNS"); do
+		direct+=("$(source_run $sinkport "$args" "$n")")
+		c0=$(cputicks "$pid")
+		relay+=("$(source_run "$port" "$args" "$n")")
+		c1=$(cputicks "$pid")
+		ticks=$((ticks + c1 - c0)) msgs=$((msgs + n))
+		echo "bench: $what run $r: direct ${direct[-1]}/s $label ${relay[-1]}/s" >&2
+	done
+	d=$(printf '%s\n' "${direct[@]}" | median)
+	g=$(printf '%s\n' "${relay[@]}" | median)
+}
+
 rows=()
 total_start=$(date +%s)
 for s in "${sets[@]}"; do
@@ -196,19 +216,7 @@ for s in "${sets[@]}"; do
 	n=$((${MSGS:-$n} * scale))
 	for mode in $MODES; do
 		startgate "$mode" "$name"
-		# warm up: caches, connections, page faults
-		source_run $gateport "$args" $(( n / 10 > 2 ? n / 10 : 2 )) >/dev/null
-		direct=() gate=() ticks=0 msgs=0
-		for r in $(seq "$RUNS"); do
-			direct+=("$(source_run $sinkport "$args" "$n")")
-			c0=$(cputicks $gatepid)
-			gate+=("$(source_run $gateport "$args" "$n")")
-			c1=$(cputicks $gatepid)
-			ticks=$((ticks + c1 - c0)) msgs=$((msgs + n))
-			echo "bench: $name checks=$mode run $r: direct ${direct[-1]}/s smtpgate ${gate[-1]}/s" >&2
-		done
-		d=$(printf '%s\n' "${direct[@]}" | median)
-		g=$(printf '%s\n' "${gate[@]}" | median)
+		measure $gateport $gatepid "$name checks=$mode" smtpgate
 		rss=$(hwm $gatepid)
 		stopgate
 		errs=$(grep -c 'level=ERROR' "$tmp/gate-$mode-$name.log" || true)
@@ -219,18 +227,7 @@ for s in "${sets[@]}"; do
 	done
 	if [ "$BENCH_HARAKA" = 1 ]; then
 		startharaka "$name"
-		source_run $harakaport "$args" $(( n / 10 > 2 ? n / 10 : 2 )) >/dev/null
-		direct=() relay=() ticks=0 msgs=0
-		for r in $(seq "$RUNS"); do
-			direct+=("$(source_run $sinkport "$args" "$n")")
-			c0=$(cputicks $harakapid)
-			relay+=("$(source_run $harakaport "$args" "$n")")
-			c1=$(cputicks $harakapid)
-			ticks=$((ticks + c1 - c0)) msgs=$((msgs + n))
-			echo "bench: $name run $r: direct ${direct[-1]}/s Haraka ${relay[-1]}/s" >&2
-		done
-		d=$(printf '%s\n' "${direct[@]}" | median)
-		g=$(printf '%s\n' "${relay[@]}" | median)
+		measure $harakaport $harakapid "$name" Haraka
 		rss=$(hwm $harakapid)
 		stopharaka
 		# not counted: the TLS key and certificate Haraka's core looks for at
