@@ -28,6 +28,7 @@ type Config struct {
 	Listen      []Listener  `yaml:"listen"`
 	Upstream    Upstream    `yaml:"upstream"`
 	Domains     []string    `yaml:"domains"`
+	Postmaster  string      `yaml:"postmaster"` // RCPT TO:<Postmaster> goes here (RFC 5321 §4.5.1)
 	Relay       Relay       `yaml:"relay"`
 	Recipients  Recipients  `yaml:"recipients"`
 	DNS         DNS         `yaml:"dns"`
@@ -287,6 +288,9 @@ func (c *Config) setDefaults() {
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.TrimSuffix(strings.ToLower(d), ".")
 	}
+	if c.Postmaster == "" && len(c.Domains) > 0 {
+		c.Postmaster = "postmaster@" + c.Domains[0]
+	}
 }
 
 // Error is one configuration error with its position.
@@ -497,6 +501,11 @@ func (c *Config) validate(v *validator) {
 	for i, d := range c.Domains {
 		if d == "" || strings.ContainsAny(d, " @[]") {
 			v.errorf(fmt.Sprintf("domains.%d", i), "%q is not a domain name", d)
+		}
+	}
+	if pm := c.Postmaster; pm != "" {
+		if at := strings.LastIndexByte(pm, '@'); at <= 0 || at == len(pm)-1 || strings.ContainsAny(pm, " \t<>") {
+			v.errorf("postmaster", "%q: want an address, local@domain", pm)
 		}
 	}
 	for i, n := range c.Relay.Networks {

@@ -28,7 +28,7 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Limits != c.Limits || e.Upstream != c.Upstream || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject {
+	if e.Limits != c.Limits || e.Upstream != c.Upstream || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject || e.Postmaster != c.Postmaster || e.Auth != c.Auth {
 		t.Errorf("config.example.yaml and the built-in defaults differ:\n%+v\n%+v", c.Limits, e.Limits)
 	}
 }
@@ -47,6 +47,7 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"hostname: mx.example.com\nchecks:\n  spf:\n    reply: \"550 4.7.1 no\"\n", []string{"t.yaml:4: checks.spf.reply"}},
 		{"hostname: mx.example.com\nupstream:\n  timeout: soon\n", []string{"t.yaml:3:", "not a duration"}},
 		{"hostname: mx.example.com\nlog:\n  format: xml\n", []string{"t.yaml:3: log.format"}},
+		{"hostname: mx.example.com\npostmaster: nobody\n", []string{"t.yaml:2: postmaster: \"nobody\""}},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml), "t.yaml")

@@ -181,6 +181,7 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		DataTimeout:     cfg.Limits.DataTimeout.D(),
 		DelayReject:     *cfg.DelayReject,
 		Trusted:         trustedFunc(cfg.RelayNetworks),
+		Postmaster:      cfg.Postmaster,
 		Logger:          s.Logger,
 		Limiter:         s.lim,
 		Metrics:         s.met,

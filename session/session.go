@@ -50,6 +50,9 @@ type Settings struct {
 	Users Authenticator
 	// AuthLimiter throttles failed AUTH across sessions; may be nil.
 	AuthLimiter AuthLimiter
+	// Postmaster is where RCPT TO:<Postmaster> without a domain goes
+	// (RFC 5321 §4.1.1.3, §4.5.1).
+	Postmaster string
 	// MaxAuthFailures closes a session after that many failed AUTH
 	// attempts (421 4.7.0); 0 means never.
 	MaxAuthFailures int
@@ -145,6 +148,8 @@ type Session struct {
 	mailRefusal *verify.Decision
 	// mailParams are the MAIL FROM parameters to pass on.
 	mailParams []string
+	// utf8 is set when MAIL carried SMTPUTF8 (RFC 6531).
+	utf8 bool
 	// upFrom is the reverse-path as the MTA gets it.
 	upFrom string
 	// prepend holds header fields the envelope checks added
@@ -164,8 +169,12 @@ type Session struct {
 }
 
 // helo runs the HELO checks on name. A refusal is held for RCPT under
-// delay_reject, else returned.
+// delay_reject, else returned; an argument that cannot be a name is
+// refused at once (heloSyntax).
 func (s *Session) helo(name string) error {
+	if why := heloSyntax(name); why != "" {
+		return s.refuseHelo(name, why)
+	}
 	s.client.Helo = name
 	// go-smtp does not say whether it was HELO or EHLO; EHLO is what
 	// every client that matters sends, and Received's "with" follows it.
@@ -182,6 +191,16 @@ func (s *Session) helo(name string) error {
 		s.heloRefusal = &d
 	}
 	return nil
+}
+
+// Greet implements smtp.GreetSession: a later HELO/EHLO (RFC 5321
+// §4.1.4) names the client anew and is checked as the first was.
+func (s *Session) Greet(name string) error {
+	if !s.mu.TryLock() {
+		return errInTransfer
+	}
+	defer s.mu.Unlock()
+	return s.helo(name)
 }
 
 // record logs every decision of a stage (warn-mode "would reject" ones
@@ -281,12 +300,21 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 			return err
 		}
 	}
+	if s.peer.Busy() {
+		s.refuse(verify.StageMail, "nested_mail", errNestedMail, "from", from, "open_from", s.env.From)
+		return errNestedMail
+	}
 	if s.peer.RequireAuth && s.client.Login == "" {
 		// Submission ports (RFC 6409 §4.3): no mail without a login.
 		s.log.Info("reject", "stage", "mail", "check", "auth_required", "reply", "530 5.7.0 Authentication required", "from", from)
 		return errAuthRequired
 	}
+	utf8 := opts != nil && opts.UTF8
+	if err := s.checkPath(verify.StageMail, from, utf8); err != nil {
+		return err
+	}
 	s.txn++
+	s.utf8 = utf8
 	s.peer.setBusy(true)
 	s.env = verify.Envelope{From: from}
 	s.upFrom = forwardForm(from)
@@ -301,6 +329,8 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 			s.mailRefusal = &d
 			return nil
 		}
+		// A refused MAIL opens no transaction.
+		s.peer.setBusy(false)
 		return replyErr(d.Result.Reply)
 	}
 	return nil
@@ -346,6 +376,10 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return errInTransfer
 	}
 	defer s.mu.Unlock()
+	if err := s.checkPath(verify.StageRcpt, to, s.utf8); err != nil {
+		return err
+	}
+	to = s.postmasterPath(to)
 	for _, held := range []*verify.Decision{s.connRefusal, s.heloRefusal, s.mailRefusal} {
 		if held != nil {
 			s.logDecision(*held, "rcpt", to)

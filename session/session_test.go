@@ -64,6 +64,7 @@ func startMTA(t testing.TB, configure func(m *fakeMTA)) *fakeMTA {
 	m.addr = ln.Addr().String()
 	srv := smtp.NewServer(m)
 	srv.Domain = "mta.test"
+	srv.EnableSMTPUTF8 = true
 	srv.ErrorLog = nopLogger{}
 	done := make(chan struct{})
 	go func() {
@@ -277,6 +278,7 @@ type gateOptions struct {
 	maxMessageBytes int64
 	delayReject     bool
 	mtaAddr         string // overrides the fake MTA's address
+	postmaster      string
 }
 
 func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
@@ -303,6 +305,7 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 		MaxHeaderBytes: o.maxHeaderBytes,
 		DataTimeout:    time.Minute,
 		DelayReject:    o.delayReject,
+		Postmaster:     o.postmaster,
 		Logger:         slog.New(slog.DiscardHandler),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -314,6 +317,7 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 	srv.Domain = "gate.test"
 	srv.MaxMessageBytes = o.maxMessageBytes
 	srv.MaxLineLength = 2000
+	srv.EnableSMTPUTF8 = true // as the proxy does
 	srv.ErrorLog = nopLogger{}
 	pl := &peerListener{Listener: ln}
 	done := make(chan struct{})

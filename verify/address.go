@@ -39,7 +39,55 @@ var (
 	ErrLocalPart    = errors.New("invalid local part")
 	ErrDomain       = errors.New("invalid domain")
 	ErrSourceRoute  = errors.New("invalid source route")
+	// ErrTooLong is wrapped (with ErrLocalPart or ErrDomain) for a part
+	// over the limits of RFC 5321 §4.5.3.1.1-2.
+	ErrTooLong = errors.New("too long")
 )
+
+// Size limits of RFC 5321 §4.5.3.1.1 and §4.5.3.1.2, in octets as the
+// part is written on the wire.
+const (
+	MaxLocalPartOctets = 64
+	MaxDomainOctets    = 255
+)
+
+// CheckPathLimits checks a path (in any form ParseAddress takes) against
+// the size limits of RFC 5321 §4.5.3.1.1-2: a local part of at most 64
+// octets as written (quoted when it must be), a domain of at most 255
+// octets. Other syntax is not looked at. A MTA need not take longer
+// parts, and some truncate them.
+func CheckPathLimits(s string) error {
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">")
+	if strings.HasPrefix(s, "@") {
+		if i := strings.IndexByte(s, ':'); i >= 0 {
+			s = s[i+1:]
+		}
+	}
+	local, domain, err := splitMailbox(s)
+	if err != nil {
+		return nil // not a mailbox: ParseAddress says why
+	}
+	return checkSizes(local, domain)
+}
+
+func checkSizes(local, domain string) error {
+	if n := localOctets(local); n > MaxLocalPartOctets {
+		return fmt.Errorf("%w: %w: %d octets, more than %d", ErrLocalPart, ErrTooLong, n, MaxLocalPartOctets)
+	}
+	if n := len(domain); n > MaxDomainOctets {
+		return fmt.Errorf("%w: %w: %d octets, more than %d", ErrDomain, ErrTooLong, n, MaxDomainOctets)
+	}
+	return nil
+}
+
+// localOctets is the length of a local part as written: a dot-string as
+// it is, anything else as a quoted-string.
+func localOctets(l string) int {
+	if isDotString(l) {
+		return len(l)
+	}
+	return len(Address{Local: l, Quoted: true}.Mailbox()) - 1 // without the "@"
+}
 
 // ParseAddress parses a reverse-path or forward-path. It takes both the
 // path as written on the wire ("<@a:user@b>", `<"x y"@b>`) and the form
@@ -72,6 +120,9 @@ func ParseAddress(s string) (Address, error) {
 	}
 	local, domain, err := splitMailbox(s)
 	if err != nil {
+		return a, err
+	}
+	if err := checkSizes(local, domain); err != nil {
 		return a, err
 	}
 	if err := checkLocal(local); err != nil {

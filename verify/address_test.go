@@ -3,6 +3,7 @@ package verify
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -161,6 +162,40 @@ func TestCanonicalDomain(t *testing.T) {
 		got, err := CanonicalDomain(tt.in)
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("CanonicalDomain(%q) = %q, %v; want %q ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+// RFC 5321 §4.5.3.1.1-2: local part at most 64 octets as written, domain
+// at most 255.
+func TestPathLimits(t *testing.T) {
+	l64, l65 := strings.Repeat("x", 64), strings.Repeat("x", 65)
+	d255 := strings.Repeat(strings.Repeat("d", 62)+".", 4) + "ab"[:1]
+	d255 = d255[:251] + ".com"
+	d256 := "e" + d255
+	for _, tt := range []struct {
+		path string
+		want error // nil, ErrLocalPart or ErrDomain
+	}{
+		{l64 + "@example.com", nil},
+		{l65 + "@example.com", ErrLocalPart},
+		{"<" + l65 + "@example.com>", ErrLocalPart},
+		{"@relay.example:" + l65 + "@example.com", ErrLocalPart},
+		{`"` + l64[:61] + ` "@example.com`, nil},          // 64 with its quotes
+		{`"` + l64[:62] + ` "@example.com`, ErrLocalPart}, // 65 with its quotes
+		{`"` + l64 + `"@example.com`, nil},                // needs no quotes: 64 as forwarded
+		{l64[:62] + " x@example.com", ErrLocalPart},       // go-smtp's unquoted form: needs quotes
+		{"a@" + d255, nil},
+		{"a@" + d256, ErrDomain},
+	} {
+		err := CheckPathLimits(tt.path)
+		if (err == nil) != (tt.want == nil) || (err != nil && (!errors.Is(err, tt.want) || !errors.Is(err, ErrTooLong))) {
+			t.Errorf("CheckPathLimits(%.40q...): %v, want %v", tt.path, err, tt.want)
+		}
+		if tt.want != nil {
+			if _, err := ParseAddress(tt.path); !errors.Is(err, ErrTooLong) {
+				t.Errorf("ParseAddress(%.40q...): %v, want too long", tt.path, err)
+			}
 		}
 	}
 }

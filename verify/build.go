@@ -101,7 +101,7 @@ func Build(cfg *config.Config, deps Deps) (*Policy, error) {
 		{NameForgedHelo, c.ForgedHelo, Enforce, NewForgedHelo(cfg.Hostname, cfg.Domains, deps.OwnIPs)},
 		// MAIL: syntax, then local facts, then DNS
 		{NameNonFQDNSender, c.NonFQDNSender.Check, Enforce, NewNonFQDNSender(!c.NonFQDNSender.RejectLiterals)},
-		{NameOwnDomainForgery, c.OwnDomainForgery.Check, Enforce, NewOwnDomainForgery(cfg.Domains, loginMapped, c.OwnDomainForgery.ExemptRelayNetworks)},
+		{NameOwnDomainForgery, c.OwnDomainForgery.Check, Enforce, NewOwnDomainForgery(cfg.Domains, deps.OwnIPs, loginMapped, c.OwnDomainForgery.ExemptRelayNetworks)},
 		{NameSenderLoginMismatch, c.SenderLoginMismatch, Enforce, loginMismatch},
 		{"unknown_sender_domain", c.UnknownSenderDomain, Enforce, resolverCheck(deps.Resolver, func(r *Resolver) any { return NewUnknownSenderDomain(r) })},
 		{"spf", c.SPF, Warn, resolverCheck(deps.Resolver, func(r *Resolver) any { return NewSPF(r, cfg.Hostname) })},

@@ -41,29 +41,39 @@ func heloAddr(helo string) (netip.Addr, bool) {
 //	550 5.7.1 <helo>: Helo command rejected: forged hostname (that is us)
 type ForgedHelo struct {
 	names domainSet
-	ips   []netip.Addr
+	ips   ownAddrs
 }
 
 // NewForgedHelo returns the check for our hostname, our domains and our
 // own addresses (the listener addresses and the host's public ones).
 func NewForgedHelo(hostname string, domains []string, ownIPs []netip.Addr) *ForgedHelo {
-	f := &ForgedHelo{names: newDomainSet(append([]string{hostname}, domains...))}
-	for _, ip := range ownIPs {
-		f.ips = append(f.ips, ip.Unmap())
-	}
-	return f
+	return &ForgedHelo{names: newDomainSet(append([]string{hostname}, domains...)), ips: newOwnAddrs(ownIPs)}
 }
 
 // Name returns NameForgedHelo.
 func (*ForgedHelo) Name() string { return NameForgedHelo }
 
-func (f *ForgedHelo) ours(ip netip.Addr) bool {
-	ip = ip.Unmap()
+func (f *ForgedHelo) ours(ip netip.Addr) bool { return f.ips.contains(ip) }
+
+// ownAddrs are the addresses that are us: our own (listener and host
+// addresses), loopback and the unspecified address.
+type ownAddrs []netip.Addr
+
+func newOwnAddrs(ips []netip.Addr) ownAddrs {
+	o := make(ownAddrs, 0, len(ips))
+	for _, ip := range ips {
+		o = append(o, ip.Unmap().WithZone(""))
+	}
+	return o
+}
+
+func (o ownAddrs) contains(ip netip.Addr) bool {
+	ip = ip.Unmap().WithZone("")
 	if ip.IsLoopback() || ip.IsUnspecified() {
 		return true
 	}
-	for _, o := range f.ips {
-		if ip == o.WithZone("") {
+	for _, a := range o {
+		if ip == a {
 			return true
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 )
 
@@ -63,8 +64,9 @@ func (n *NonFQDNSender) CheckMail(_ context.Context, _ *Client, from string) Res
 }
 
 // OwnDomainForgery refuses mail claiming to come from one of our domains,
-// or from an address listed in the sender login map, from a client that did
-// not authenticate: outsiders have no business sending as us (the Postfix
+// from an address literal of one of our own addresses (as forged_helo
+// counts them: ours, loopback, unspecified), or from an address listed in
+// the sender login map, from a client that did not authenticate: outsiders have no business sending as us (the Postfix
 // setup of reject_sender_login_mismatch with smtpd_sender_login_maps).
 // Clients in the relay networks are exempt only when configured so.
 //
@@ -73,16 +75,18 @@ func (n *NonFQDNSender) CheckMail(_ context.Context, _ *Client, from string) Res
 //	553 5.7.1 <from>: Sender address rejected: not logged in
 type OwnDomainForgery struct {
 	domains       domainSet
+	ips           ownAddrs
 	loginMapped   func(addr string) bool
 	exemptTrusted bool
 }
 
-// NewOwnDomainForgery returns the check for our domains. loginMapped, if
+// NewOwnDomainForgery returns the check for our domains and our own
+// addresses (those forged_helo is given). loginMapped, if
 // not nil, reports whether an address ("local@domain", domain canonical)
 // is listed in the sender login map (SenderLoginMap.Listed).
 // exemptTrusted lets clients with Client.Trusted through.
-func NewOwnDomainForgery(domains []string, loginMapped func(addr string) bool, exemptTrusted bool) *OwnDomainForgery {
-	return &OwnDomainForgery{domains: newDomainSet(domains), loginMapped: loginMapped, exemptTrusted: exemptTrusted}
+func NewOwnDomainForgery(domains []string, ownIPs []netip.Addr, loginMapped func(addr string) bool, exemptTrusted bool) *OwnDomainForgery {
+	return &OwnDomainForgery{domains: newDomainSet(domains), ips: newOwnAddrs(ownIPs), loginMapped: loginMapped, exemptTrusted: exemptTrusted}
 }
 
 // Name returns NameOwnDomainForgery.
@@ -105,6 +109,9 @@ func (o *OwnDomainForgery) CheckMail(_ context.Context, c *Client, from string) 
 	notLoggedIn := Reply{Code: 553, Enhanced: [3]int{5, 7, 1}, Text: bracket(from) + ": Sender address rejected: not logged in"}
 	if o.domains[domain] {
 		return Rejected(notLoggedIn, "sender domain "+domain+" is ours")
+	}
+	if ip, err := ParseAddressLiteral(domain); err == nil && o.ips.contains(ip) {
+		return Rejected(notLoggedIn, "sender domain "+domain+" is our own address")
 	}
 	if o.loginMapped != nil && o.loginMapped(addr) {
 		return Rejected(notLoggedIn, "sender "+addr+" is in the sender login map")

@@ -72,8 +72,9 @@ func TestOwnDomainForgery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := NewOwnDomainForgery([]string{"example.com", "Example.Org"}, m.Listed, false)
-	kTrust := NewOwnDomainForgery([]string{"example.com"}, nil, true)
+	own := []netip.Addr{netip.MustParseAddr("198.51.100.25"), netip.MustParseAddr("2001:db8::25")}
+	k := NewOwnDomainForgery([]string{"example.com", "Example.Org"}, own, m.Listed, false)
+	kTrust := NewOwnDomainForgery([]string{"example.com"}, own, nil, true)
 	trusted := &Client{Addr: netip.MustParseAddr("10.0.0.5"), Trusted: true}
 	authed := &Client{Addr: netip.MustParseAddr("192.0.2.9"), Login: "test"}
 	nli := [3]int{5, 7, 1}
@@ -89,6 +90,11 @@ func TestOwnDomainForgery(t *testing.T) {
 		{"odd but ours", stranger, "a b@@example.com", 553, nli, "<a b@@example.com>" + suffix},
 		{"unparseable but ours", stranger, "x@example.com..", 553, nli, "<x@example.com..>" + suffix},
 		{"trusted not exempt", trusted, "test@example.com", 553, nli, "<test@example.com>" + suffix},
+		{"our address literal", stranger, "x@[198.51.100.25]", 553, nli, "<x@[198.51.100.25]>" + suffix},
+		{"our IPv6 literal", stranger, "x@[IPv6:2001:DB8::25]", 553, nli, "<x@[IPv6:2001:DB8::25]>" + suffix},
+		{"loopback literal", stranger, "root@[127.0.0.1]", 553, nli, "<root@[127.0.0.1]>" + suffix},
+		{"foreign literal", stranger, "x@[192.0.2.66]", 0, nli, ""},
+		{"our literal, authenticated", authed, "x@[198.51.100.25]", 0, nli, ""},
 		{"foreign", stranger, "someone@gmail.example", 0, nli, ""},
 		{"subdomain is not ours", stranger, "someone@sub.example.com", 0, nli, ""},
 		{"partner other address", stranger, "other@partner.example", 0, nli, ""},

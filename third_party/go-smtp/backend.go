@@ -92,6 +92,17 @@ type StatusCollector interface {
 	SetStatus(rcptTo string, err error)
 }
 
+// GreetSession is an add-on interface for Session. Greet is called for a
+// HELO or EHLO in a session that already has one (RFC 5321 §4.1.4), after
+// the reset that command implies; an error refuses the command and the
+// client must greet again before MAIL. The first HELO/EHLO goes to
+// Backend.NewSession.
+type GreetSession interface {
+	Session
+
+	Greet(domain string) error
+}
+
 // AuthSession is an add-on interface for Session. It provides support for the
 // AUTH extension.
 type AuthSession interface {

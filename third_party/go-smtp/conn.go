@@ -234,6 +234,13 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 		// RFC 5321: "... the SMTP server MUST clear all buffers
 		// and reset the state exactly as if a RSET command has been issued."
 		c.reset()
+		if gs, ok := c.session.(GreetSession); ok {
+			if err := gs.Greet(domain); err != nil {
+				c.helo = ""
+				c.writeError(501, EnhancedCode{5, 5, 2}, err)
+				return
+			}
+		}
 	} else {
 		sess, err := c.server.Backend.NewSession(c)
 		if err != nil {
@@ -687,6 +694,12 @@ func (c *Conn) handleRcpt(arg string) {
 
 	p := parser{s: strings.TrimSpace(arg)}
 	recipient, err := p.parsePath()
+	if err != nil {
+		// RFC 5321 §4.1.1.3: "<Postmaster>" needs no domain, in any case.
+		if rest, ok := cutPrefixFold(strings.TrimSpace(arg), "<Postmaster>"); ok && (rest == "" || rest[0] == ' ') {
+			recipient, p.s, err = strings.TrimSpace(arg)[1:len("<Postmaster>")-1], rest, nil
+		}
+	}
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
 		return
