@@ -159,6 +159,9 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		if err != nil {
 			return nil, err
 		}
+		for _, w := range u.Warnings() {
+			s.Logger.Warn("users file", "file", cfg.Auth.UsersFile, "warning", w)
+		}
 		users = u
 	}
 	if s.authLim == nil || s.authLimKey != fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow) {

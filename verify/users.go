@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bufio"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
@@ -20,14 +21,21 @@ import (
 // doveadm pw -s ARGON2ID writes it).
 type Users struct {
 	hashes map[string]passwordHash
+	logins []string // in file order
 	// dummy is compared against for unknown logins, so that a wrong login
 	// costs the same time as a wrong password (no user enumeration by
-	// timing).
-	dummy passwordHash
+	// timing): a hash of the same scheme and parameters as the real ones.
+	dummy    passwordHash
+	warnings []string
 }
 
 type passwordHash interface {
 	verify(password []byte) bool
+	// profile names the scheme and every parameter that sets the cost of
+	// verify: two hashes with one profile take the same time.
+	profile() string
+	// likeThis returns a hash of a random password with the same profile.
+	likeThis() (passwordHash, error)
 }
 
 // ParseUsers reads a users file; errors name the file and line.
@@ -54,22 +62,66 @@ func ParseUsers(r io.Reader, name string) (*Users, error) {
 			return nil, fmt.Errorf("%s:%d: %s: %v", name, n, login, err)
 		}
 		u.hashes[login] = h
+		u.logins = append(u.logins, login)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s:%d: %v", name, n, err)
 	}
-	// The dummy costs what the dearest real hash costs.
-	cost := bcrypt.MinCost
-	for _, h := range u.hashes {
-		if b, ok := h.(bcryptHash); ok {
-			if c, _ := bcrypt.Cost(b); c > cost {
-				cost = c
-			}
+	if err := u.makeDummy(name); err != nil {
+		return nil, fmt.Errorf("%s: %v", name, err)
+	}
+	return u, nil
+}
+
+// makeDummy makes the hash unknown logins are compared against: the
+// profile most logins have (the first such in the file on a tie), so that
+// an unknown login takes the time a real one takes. A file that mixes
+// profiles gets a warning: its minority logins can be told from unknown
+// ones by timing.
+func (u *Users) makeDummy(name string) error {
+	count := map[string]int{}
+	var order []passwordHash // one hash per profile, in file order
+	for _, login := range u.logins {
+		h := u.hashes[login]
+		p := h.profile()
+		if count[p] == 0 {
+			order = append(order, h)
+		}
+		count[p]++
+	}
+	if len(order) == 0 {
+		// No users: every login is unknown and there is nothing to match.
+		h, err := bcrypt.GenerateFromPassword(randomPassword(), bcrypt.MinCost)
+		u.dummy = bcryptHash(h)
+		return err
+	}
+	model := order[0]
+	for _, h := range order[1:] {
+		if count[h.profile()] > count[model.profile()] {
+			model = h
 		}
 	}
-	dummy, _ := bcrypt.GenerateFromPassword([]byte("smtpgate timing equaliser"), cost)
-	u.dummy = bcryptHash(dummy)
-	return u, nil
+	if len(order) > 1 {
+		kinds := make([]string, len(order))
+		for i, h := range order {
+			kinds[i] = fmt.Sprintf("%d with %s", count[h.profile()], h.profile())
+		}
+		u.warnings = append(u.warnings, fmt.Sprintf("%s mixes %d kinds of hash (%s): unknown logins are compared against %s, so logins with another scheme or cost can be told apart by their timing; rehash them alike",
+			name, len(order), strings.Join(kinds, ", "), model.profile()))
+	}
+	d, err := model.likeThis()
+	u.dummy = d
+	return err
+}
+
+// Warnings returns what is wrong with the file without being an error,
+// for the log at load.
+func (u *Users) Warnings() []string { return u.warnings }
+
+func randomPassword() []byte {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return b
 }
 
 // Len is the number of logins.
@@ -103,6 +155,20 @@ func parseHash(s string) (passwordHash, error) {
 type bcryptHash []byte
 
 func (h bcryptHash) verify(p []byte) bool { return bcrypt.CompareHashAndPassword(h, p) == nil }
+
+func (h bcryptHash) profile() string {
+	c, _ := bcrypt.Cost(h)
+	return fmt.Sprintf("bcrypt cost %d", c)
+}
+
+func (h bcryptHash) likeThis() (passwordHash, error) {
+	c, err := bcrypt.Cost(h)
+	if err != nil {
+		return nil, err
+	}
+	d, err := bcrypt.GenerateFromPassword(randomPassword(), c)
+	return bcryptHash(d), err
+}
 
 type argon2idHash struct {
 	mem        uint32
@@ -147,6 +213,18 @@ func parseArgon2id(s string) (passwordHash, error) {
 		return nil, fmt.Errorf("bad argon2id parameters")
 	}
 	return h, nil
+}
+
+func (h argon2idHash) profile() string {
+	return fmt.Sprintf("argon2id m=%d,t=%d,p=%d salt=%d key=%d", h.mem, h.time, h.threads, len(h.salt), len(h.hash))
+}
+
+func (h argon2idHash) likeThis() (passwordHash, error) {
+	d := h
+	d.salt = make([]byte, len(h.salt))
+	rand.Read(d.salt)
+	d.hash = argon2.IDKey(randomPassword(), d.salt, h.time, h.mem, h.threads, uint32(len(h.hash)))
+	return d, nil
 }
 
 func (h argon2idHash) verify(p []byte) bool {

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -52,5 +53,58 @@ func TestUsersErrorsNameLine(t *testing.T) {
 	bc, _ := HashPassword("x", 4)
 	if _, err := ParseUsers(strings.NewReader("a:"+bc+"\na:"+bc+"\n"), "users"); err == nil || !strings.Contains(err.Error(), "users:2: login \"a\" listed twice") {
 		t.Errorf("duplicate login: %v", err)
+	}
+}
+
+func argon2Line(t *testing.T, pw string, m, tm uint32, p uint8, saltLen, keyLen int) string {
+	t.Helper()
+	salt := []byte(strings.Repeat("s", saltLen))
+	key := argon2.IDKey([]byte(pw), salt, tm, m, p, uint32(keyLen))
+	return fmt.Sprintf("{ARGON2ID}$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", m, tm, p,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+}
+
+// An unknown login must cost what a real one costs: the dummy it is
+// compared against has the scheme and parameters of the real hashes (no
+// timing: which hash the dummy is). A file that mixes schemes or costs is
+// warned about, and the dummy follows the most common kind.
+func TestUsersDummyMatchesRealHashes(t *testing.T) {
+	bc := func(cost int) string {
+		h, err := HashPassword("pw", cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	a2 := argon2Line(t, "pw", 2048, 2, 1, 16, 32)
+	for _, tt := range []struct {
+		name    string
+		file    string
+		dummy   string // the dummy's profile
+		warning string // "" for none
+	}{
+		{"argon2id only", "a:" + a2 + "\nb:" + a2 + "\n", "argon2id m=2048,t=2,p=1 salt=16 key=32", ""},
+		{"argon2id other salt and key sizes", "a:" + argon2Line(t, "pw", 1024, 1, 2, 8, 16) + "\n", "argon2id m=1024,t=1,p=2 salt=8 key=16", ""},
+		{"bcrypt only", "a:" + bc(5) + "\nb:" + bc(5) + "\n", "bcrypt cost 5", ""},
+		{"bcrypt mixed costs", "a:" + bc(4) + "\nb:" + bc(5) + "\nc:" + bc(5) + "\n", "bcrypt cost 5", "mixes 2 kinds of hash"},
+		{"bcrypt and argon2id", "a:" + bc(4) + "\nb:" + a2 + "\nc:" + a2 + "\n", "argon2id m=2048,t=2,p=1 salt=16 key=32", "mixes 2 kinds of hash"},
+		{"empty", "", "bcrypt cost 4", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := ParseUsers(strings.NewReader(tt.file), "users")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := u.dummy.profile(); got != tt.dummy {
+				t.Errorf("dummy is %q, want %q", got, tt.dummy)
+			}
+			w := strings.Join(u.Warnings(), "\n")
+			if (tt.warning == "") != (w == "") || !strings.Contains(w, tt.warning) {
+				t.Errorf("warnings %q, want %q", w, tt.warning)
+			}
+			if u.Authenticate("nobody", "pw") {
+				t.Errorf("unknown login authenticated")
+			}
+		})
 	}
 }
