@@ -113,12 +113,14 @@ type Auth struct {
 	// MaxFailuresPerSession closes a session (421 4.7.0) after that many
 	// failed AUTH attempts.
 	MaxFailuresPerSession int `yaml:"max_failures_per_session"`
-	// FailuresPerIP and FailuresPerLogin failed attempts per
-	// FailureWindow lock the client address or the login out (454 4.7.0)
-	// until the window has passed.
-	FailuresPerIP    int      `yaml:"failures_per_ip"`
-	FailuresPerLogin int      `yaml:"failures_per_login"`
-	FailureWindow    Duration `yaml:"failure_window"`
+	// FailuresPerIP failed attempts per FailureWindow lock the client
+	// address out (454 4.7.0); FailuresPerLogin lock a login out of the
+	// client's network (IPv4 /24, IPv6 /64), FailuresPerLoginTotal out of
+	// the networks it has not logged in from lately.
+	FailuresPerIP         int      `yaml:"failures_per_ip"`
+	FailuresPerLogin      int      `yaml:"failures_per_login"`
+	FailuresPerLoginTotal int      `yaml:"failures_per_login_total"`
+	FailureWindow         Duration `yaml:"failure_window"`
 }
 
 // DNS configures the resolver shared by all checks.
@@ -214,6 +216,9 @@ func (c *Config) setDefaults() {
 	}
 	if a.FailuresPerLogin == 0 {
 		a.FailuresPerLogin = 5
+	}
+	if a.FailuresPerLoginTotal == 0 {
+		a.FailuresPerLoginTotal = 50
 	}
 	if a.FailureWindow == 0 {
 		a.FailureWindow = Duration(10 * time.Minute)

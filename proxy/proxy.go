@@ -164,9 +164,9 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		}
 		users = u
 	}
-	if s.authLim == nil || s.authLimKey != fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow) {
-		s.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow.D())
-		s.authLimKey = fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailureWindow)
+	if k := fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow); s.authLim == nil || s.authLimKey != k {
+		s.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow.D())
+		s.authLimKey = k
 	}
 	return &session.Settings{
 		ClientName: func(ctx context.Context, ip netip.Addr) string {

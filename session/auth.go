@@ -17,10 +17,13 @@ type Authenticator interface {
 // AuthLimiter throttles password guessing per client address and per
 // login, across sessions.
 type AuthLimiter interface {
-	// Locked reports whether ip (or login, when not empty) is locked out.
-	Locked(ip netip.Addr, login string) bool
+	// Locked returns the name of the limit that locks ip (or login from
+	// ip, when login is not empty) out, or "".
+	Locked(ip netip.Addr, login string) string
 	// Failed records a failed attempt.
 	Failed(ip netip.Addr, login string)
+	// Succeeded records a successful login from ip.
+	Succeeded(ip netip.Addr, login string)
 }
 
 // Replies of SMTP AUTH (RFC 4954 §4, §6).
@@ -61,8 +64,8 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 		return nil, errEncryptionRequired
 	case s.peer.Busy():
 		return nil, errAuthInTransaction
-	case s.st.AuthLimiter != nil && s.st.AuthLimiter.Locked(s.client.Addr, ""):
-		s.log.Warn("auth locked out", "stage", "auth", "reply", "454 4.7.0", "reason", "client address over the failure limit")
+	case s.st.AuthLimiter != nil && s.st.AuthLimiter.Locked(s.client.Addr, "") != "":
+		s.log.Warn("auth locked out", "stage", "auth", "check", "auth_lockout", "mode", "enforce", "limit", "failures_per_ip", "reply", "454 4.7.0")
 		s.observe("auth", "auth_lockout", 454, false)
 		return nil, errAuthLocked
 	}
@@ -94,8 +97,8 @@ func (r replyErrors) Next(response []byte) ([]byte, bool, error) {
 
 // authenticate checks one login. The password is never logged.
 func (s *Session) authenticate(identity, login, password string) error {
-	if s.st.AuthLimiter != nil && s.st.AuthLimiter.Locked(s.client.Addr, login) {
-		s.log.Warn("auth locked out", "stage", "auth", "login", login, "reply", "454 4.7.0")
+	if limit := s.authLocked(login); limit != "" {
+		s.log.Warn("auth locked out", "stage", "auth", "check", "auth_lockout", "mode", "enforce", "limit", limit, "login", login, "reply", "454 4.7.0")
 		s.observe("auth", "auth_lockout", 454, false)
 		return errAuthLocked
 	}
@@ -103,6 +106,9 @@ func (s *Session) authenticate(identity, login, password string) error {
 	// be the login itself (RFC 4616 §2).
 	if (identity == "" || identity == login) && s.st.Users.Authenticate(login, password) {
 		s.client.Login = login
+		if s.st.AuthLimiter != nil {
+			s.st.AuthLimiter.Succeeded(s.client.Addr, login)
+		}
 		s.log.Info("auth", "stage", "auth", "login", login, "reply", "235 2.7.0")
 		s.observe("auth", "auth", 235, false)
 		if s.up != nil {
@@ -126,6 +132,13 @@ func (s *Session) authenticate(identity, login, password string) error {
 	s.log.Info("auth failed", "stage", "auth", "login", login, "failures", s.authFailures, "reply", "535 5.7.8")
 	s.observe("auth", "auth", 535, false)
 	return errAuthInvalid
+}
+
+func (s *Session) authLocked(login string) string {
+	if s.st.AuthLimiter == nil {
+		return ""
+	}
+	return s.st.AuthLimiter.Locked(s.client.Addr, login)
 }
 
 // loginServer is the server side of the LOGIN mechanism
