@@ -31,6 +31,9 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if e.Limits != c.Limits || e.Upstream != c.Upstream || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject || e.Postmaster != c.Postmaster || e.Auth != c.Auth {
 		t.Errorf("config.example.yaml and the built-in defaults differ:\n%+v\n%+v", c.Limits, e.Limits)
 	}
+	if e.Postmaster != "postmaster@example.com" || e.Auth.FailuresPerLoginTotal != 50 {
+		t.Errorf("defaults: postmaster %q, failures_per_login_total %d", e.Postmaster, e.Auth.FailuresPerLoginTotal)
+	}
 }
 
 func TestErrorsNameFileLineKey(t *testing.T) {
