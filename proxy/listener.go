@@ -284,6 +284,9 @@ func (c *peerConn) Write(p []byte) (int, error) {
 	}
 	if c.guard != nil {
 		if reply, check := c.guard.out(p, c.inputWaiting); reply != "" {
+			// The session is dead for every later stage, whatever the
+			// client pipelined behind the refused command.
+			c.peer.HangUpAfterReply()
 			c.s.met.limitRejected(check)
 			c.s.met.Decision("session", check, 421, false)
 			c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "check", check, "reply", reply, "evidence", c.guard.evidence)

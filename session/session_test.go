@@ -269,6 +269,7 @@ func (c *peerConn) Close() error {
 type gate struct {
 	addr  string
 	dials atomic.Int32
+	pl    *peerListener
 }
 
 type gateOptions struct {
@@ -316,6 +317,7 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 	srv.MaxLineLength = 2000
 	srv.ErrorLog = nopLogger{}
 	pl := &peerListener{Listener: ln}
+	g.pl = pl
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
