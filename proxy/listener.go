@@ -302,6 +302,13 @@ func (c *peerConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// TLSHandshakeFailed is called by go-smtp when a STARTTLS handshake
+// failed; it closes the connection (RFC 3207 section 4.1: no going on in
+// plain text, and no channel left for a reply).
+func (c *peerConn) TLSHandshakeFailed(err error) {
+	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "starttls", "check", "tls_handshake", "reply", "none, connection closed", "evidence", err.Error())
+}
+
 // inputWaiting reports whether the client has sent bytes we have not read
 // yet (they wait in the kernel's socket buffer).
 func (c *peerConn) inputWaiting() bool { return socketReadable(c.raw) }

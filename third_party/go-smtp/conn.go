@@ -947,7 +947,12 @@ func (c *Conn) handleStartTLS() {
 		// smtpgate: RFC 3207 section 4.1: after a failed negotiation the
 		// server must not go on in plain text; there is no channel left
 		// to answer on either, so the connection is closed.
-		c.server.ErrorLog.Printf("STARTTLS handshake with %v failed, closing connection: %v", c.conn.RemoteAddr(), err)
+		// A connection that logs for itself says so by a method.
+		if f, ok := c.conn.(interface{ TLSHandshakeFailed(error) }); ok {
+			f.TLSHandshakeFailed(err)
+		} else {
+			c.server.ErrorLog.Printf("STARTTLS handshake with %v failed, closing connection: %v", c.conn.RemoteAddr(), err)
+		}
 		c.Close()
 		return
 	}
