@@ -22,9 +22,15 @@ import (
 //     limits.max_unknown_commands unknown or malformed commands, end the
 //     session with 421 4.7.0.
 //
+// A refusal marks the session as hanging up and closes the connection:
+// whatever the client pipelined behind the refused command is not handled
+// (go-smtp stops at the failed write, the session refuses MAIL, RCPT and
+// DATA).
+//
 // Limits: the guard sees plain text only. After STARTTLS (and on implicit
 // TLS listeners) it stops; go-smtp's own limit of 3 protocol errors still
-// applies there. BDAT chunks are binary: after a BDAT the pipelining check
+// applies there. A failed STARTTLS handshake closes the connection, so
+// plain text never follows a STARTTLS that the guard stopped at. BDAT chunks are binary: after a BDAT the pipelining check
 // stops, the error counts go on.
 type guard struct {
 	maxErrors, maxUnknown int
