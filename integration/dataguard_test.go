@@ -215,3 +215,20 @@ func TestBDATChunkRefusedAtItsChunk(t *testing.T) {
 	d.eof()
 	noMail(t, g, "bob")
 }
+
+// The same with BDAT after HELO (no pipelining allowed at all): the BDAT
+// line in the read buffer used to switch the guard off before it answered
+// the MAIL pipelined in front of it, and the message was queued.
+func TestPipelinedBDATAfterHELONotQueued(t *testing.T) {
+	mta.clearMailboxes()
+	g := startGate(t, "")
+	c := dial(t, g.addr)
+	c.must("HELO client.example.org", 250)
+	msg := "Subject: pipelined bdat\r\n\r\nbody\r\n"
+	c.send(fmt.Sprintf("MAIL FROM:<sender@example.org>\r\nRCPT TO:<bob@example.com>\r\nBDAT %d LAST\r\n%sQUIT\r\n", len(msg), msg))
+	if l := c.rawLine(); l != "554 5.5.0 Error: SMTP protocol synchronization\r\n" {
+		t.Fatalf("MAIL: got %q, want 554 5.5.0", l)
+	}
+	c.eof()
+	noMail(t, g, "bob")
+}

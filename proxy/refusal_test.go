@@ -103,7 +103,10 @@ func startGateMTA(t *testing.T, mta, listen, extra string) (string, *logBuf, fun
 	})
 	// "listening" is logged once the go-smtp server is in s.servers
 	// (the log's mutex orders the two).
-	for !strings.Contains(logs.String(), "msg=listening") {
+	for i := 0; !strings.Contains(logs.String(), "msg=listening"); i++ {
+		if i > 2000 {
+			t.Fatal("the server did not start listening")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	finish := func() {
@@ -149,6 +152,28 @@ func TestPipelinedTransactionAfterRefusalNeverReachesMTA(t *testing.T) {
 				t.Errorf("the refusal was logged %d times, want once", got)
 			}
 		})
+	}
+}
+
+// The same after HELO, where any pipelining is refused (PIPELINING is
+// announced only to EHLO), with the message sent by BDAT: the guard
+// refuses at the reply to MAIL, and the RCPT and BDAT behind it are not
+// handled.
+func TestPipelinedBDATAfterHELORefusalNeverReachesMTA(t *testing.T) {
+	mta, queued := countingMTA(t)
+	addr, _, finish := startGateMTA(t, mta, "  - address: 127.0.0.1:0\n", "")
+	c := dialT(t, addr)
+	c.reply()
+	c.cmd("HELO bot.example.org")
+	msg := "Subject: pipelined\r\n\r\nbody\r\n"
+	io.WriteString(c, fmt.Sprintf("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nBDAT %d LAST\r\n%sQUIT\r\n", len(msg), msg))
+	if l := c.reply(); l != "554 5.5.0 Error: SMTP protocol synchronization\r\n" {
+		t.Fatalf("MAIL: want 554 5.5.0, got %q", l)
+	}
+	c.expectEOF()
+	finish()
+	if n := queued.Load(); n != 0 {
+		t.Fatalf("the MTA queued %d messages after the refusal", n)
 	}
 }
 
