@@ -22,15 +22,24 @@ import (
 //     limits.max_unknown_commands unknown or malformed commands, end the
 //     session with 421 4.7.0.
 //
+// A refusal marks the session as hanging up and closes the connection:
+// whatever the client pipelined behind the refused command is not handled
+// (go-smtp stops at the failed write, the session refuses MAIL, RCPT and
+// DATA).
+//
 // Limits: the guard sees plain text only. After STARTTLS (and on implicit
 // TLS listeners) it stops; go-smtp's own limit of 3 protocol errors still
-// applies there. BDAT chunks are binary: after a BDAT the pipelining check
-// stops, the error counts go on.
+// applies there. A failed STARTTLS handshake closes the connection, so
+// plain text never follows a STARTTLS that the guard stopped at. BDAT
+// chunks are binary: input is not parsed after a BDAT line, and the
+// pipelining check stops after the reply to it (the commands pipelined
+// before it are still checked); the error counts go on.
 type guard struct {
 	maxErrors, maxUnknown int
 	forbidPipelining      bool
 
 	off      bool // not tracking input any more (TLS, BDAT)
+	pipeOff  bool // pipelining not checked any more (TLS, after a BDAT's reply)
 	greeted  bool
 	ehlo     bool // PIPELINING was announced (250 to EHLO)
 	dataMode bool // between 354 and the final dot
@@ -141,7 +150,7 @@ func (g *guard) reply(code int, line string, waiting func() bool) (string, strin
 	case len(g.queue) > 0:
 		cmd, g.queue = g.queue[0], g.queue[1:]
 	}
-	if g.forbidPipelining && !g.off && cmd != "" && cmd != "." && cmd != "QUIT" && (syncVerbs[cmd] || !g.ehlo) {
+	if g.forbidPipelining && !g.pipeOff && cmd != "" && cmd != "." && cmd != "QUIT" && (syncVerbs[cmd] || !g.ehlo) {
 		if len(g.queue) > 0 || g.lineLen > 0 || g.dataMode || g.dotSeen {
 			if g.evidence == "" {
 				g.evidence = "input after " + cmd
@@ -161,7 +170,9 @@ func (g *guard) reply(code int, line string, waiting func() bool) (string, strin
 	case cmd == "DATA" && code == 354:
 		g.dataMode = true
 	case cmd == "STARTTLS" && code == 220:
-		g.off = true
+		g.off, g.pipeOff = true, true
+	case cmd == "BDAT":
+		g.pipeOff = true
 	}
 	if code >= 400 && code != 421 {
 		g.errors++

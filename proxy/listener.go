@@ -284,6 +284,9 @@ func (c *peerConn) Write(p []byte) (int, error) {
 	}
 	if c.guard != nil {
 		if reply, check := c.guard.out(p, c.inputWaiting); reply != "" {
+			// The session is dead for every later stage, whatever the
+			// client pipelined behind the refused command.
+			c.peer.HangUpAfterReply()
 			c.s.met.limitRejected(check)
 			c.s.met.Decision("session", check, 421, false)
 			c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "check", check, "reply", reply, "evidence", c.guard.evidence)
@@ -297,6 +300,13 @@ func (c *peerConn) Write(p []byte) (int, error) {
 		c.Close()
 	}
 	return n, err
+}
+
+// TLSHandshakeFailed is called by go-smtp when a STARTTLS handshake
+// failed; it closes the connection (RFC 3207 section 4.1: no going on in
+// plain text, and no channel left for a reply).
+func (c *peerConn) TLSHandshakeFailed(err error) {
+	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "starttls", "check", "tls_handshake", "reply", "none, connection closed", "evidence", err.Error())
 }
 
 // inputWaiting reports whether the client has sent bytes we have not read

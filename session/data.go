@@ -19,7 +19,12 @@ import (
 var (
 	// Postfix smtpd_forbid_bare_newline: a bare LF or CR is how SMTP
 	// smuggling hides a second message (CVE-2023-51764 family).
-	errBareNewline  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Error: bare <CR> or <LF> received; lines must end in <CR><LF> (RFC 5321 §2.3.8)"}
+	errBareNewline = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Error: bare <CR> or <LF> received; lines must end in <CR><LF> (RFC 5321 section 2.3.8)"}
+	// NUL is not text (RFC 5321 section 4.5.2 and RFC 5322 section 2.1;
+	// BINARYMIME is not offered) and some MTAs drop it, so the MTA could
+	// see another message than the checks did: refused like a bare
+	// newline.
+	errNUL          = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Error: NUL character in message content; not accepted"}
 	errHeaderTooBig = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message header too large"}
 	errClientGone   = errors.New("client connection lost during DATA")
 )
@@ -35,6 +40,11 @@ var lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64
 func (s *Session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.peer.HangingUp() {
+		// Refused and closing: nothing buffered behind the refusal may
+		// reach the MTA.
+		return errClosing
+	}
 	if s.up == nil || !s.upMail {
 		// Every accepted RCPT opened the transaction upstream; a broken
 		// connection since then means the MTA went away.
@@ -160,11 +170,11 @@ func (s *Session) dataError(err error, upstreamStarted bool) error {
 	s.upMail = false
 	var reply *smtp.SMTPError
 	switch {
-	case errors.Is(err, errBareNewline):
+	case errors.Is(err, errBareNewline), errors.Is(err, errNUL):
 		// Postfix replies and disconnects; a client that smuggles does not
 		// deserve another command.
 		s.peer.HangUpAfterReply()
-		reply = errBareNewline
+		errors.As(err, &reply)
 	case errors.Is(err, smtp.ErrTooLongLine):
 		// RFC 5321 §4.5.3.1.6 lets us refuse; go-smtp closes after it.
 		reply = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
@@ -186,6 +196,10 @@ func checkOf(e *smtp.SMTPError) string {
 	switch e {
 	case errBareNewline:
 		return "bare_newline"
+	case errNUL:
+		return "nul_character"
+	case smtp.ErrChunkTruncated:
+		return "bdat_chunk"
 	case smtp.ErrDataTooLarge:
 		return "message_size"
 	case errHeaderTooBig:
@@ -194,10 +208,13 @@ func checkOf(e *smtp.SMTPError) string {
 	return "data"
 }
 
-// readLine returns the next line including its CRLF, refusing bare CR and
-// bare LF. The slice is valid until the next read.
+// readLine returns the next line including its CRLF, refusing bare CR,
+// bare LF and NUL. The slice is valid until the next read.
 func readLine(br *bufio.Reader) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
+	if bytes.IndexByte(line, 0) >= 0 {
+		return nil, errNUL
+	}
 	if err != nil {
 		if err == io.EOF && len(line) > 0 {
 			// After DATA the terminator always follows a CRLF. A BDAT

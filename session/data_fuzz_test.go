@@ -39,7 +39,7 @@ func readMessage(in []byte, maxHeader int) (hdr []byte, body [][]byte, err error
 
 // FuzzReadMessage checks the DATA reader's rules: every line it passes on
 // ends in CRLF with no other CR or LF (bare CR and bare LF are refused,
-// Postfix smtpd_forbid_bare_newline), what it passes on is the input
+// Postfix smtpd_forbid_bare_newline) and no NUL, what it passes on is the input
 // unchanged, and the header fields never exceed the limit.
 func FuzzReadMessage(f *testing.F) {
 	for _, s := range []string{
@@ -55,6 +55,7 @@ func FuzzReadMessage(f *testing.F) {
 		"",
 		" leading space\r\n\r\n",
 		"A:\r\n \r\n\r\n",
+		"Subject: x\r\n\r\nnul \x00.\r\n",
 	} {
 		f.Add([]byte(s), uint16(64))
 	}
@@ -90,7 +91,7 @@ func FuzzReadMessage(f *testing.F) {
 		}
 		for _, l := range append(splitLines(hdr), body...) {
 			n := len(l)
-			if n < 2 || l[n-2] != '\r' || l[n-1] != '\n' || bytes.IndexAny(l[:n-2], "\r\n") >= 0 {
+			if n < 2 || l[n-2] != '\r' || l[n-1] != '\n' || bytes.IndexAny(l[:n-2], "\r\n\x00") >= 0 {
 				t.Fatalf("line %q passed on", l)
 			}
 		}

@@ -259,6 +259,12 @@ func replyErr(r verify.Reply) *smtp.SMTPError {
 // errInTransfer answers commands that arrive between BDAT chunks.
 var errInTransfer = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Command not allowed during message transfer"}
 
+// errClosing answers whatever a client sent after a refusal that ends
+// the session (a bare newline, unauthorised pipelining): such a session
+// is dead for every later stage, whatever the client had pipelined. The
+// connection is closed, so the reply is not expected to arrive.
+var errClosing = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Error: session refused, closing connection"}
+
 // Reset discards the transaction (RSET, a new EHLO, or after DATA).
 func (s *Session) Reset() {
 	s.mu.Lock()
@@ -290,6 +296,9 @@ func (s *Session) Logout() error {
 
 // Mail is MAIL FROM.
 func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.peer.HangingUp() {
+		return errClosing
+	}
 	if !s.mu.TryLock() {
 		return errInTransfer
 	}
@@ -372,6 +381,9 @@ func mailParams(o *smtp.MailOptions) []string {
 
 // Rcpt is RCPT TO: the policy first, then the MTA's own answer.
 func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.peer.HangingUp() {
+		return errClosing
+	}
 	if !s.mu.TryLock() {
 		return errInTransfer
 	}

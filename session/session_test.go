@@ -270,6 +270,7 @@ func (c *peerConn) Close() error {
 type gate struct {
 	addr  string
 	dials atomic.Int32
+	pl    *peerListener
 }
 
 type gateOptions struct {
@@ -320,6 +321,7 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 	srv.EnableSMTPUTF8 = true // as the proxy does
 	srv.ErrorLog = nopLogger{}
 	pl := &peerListener{Listener: ln}
+	g.pl = pl
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

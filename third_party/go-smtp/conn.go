@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -36,7 +37,7 @@ type Conn struct {
 	binarymime bool
 
 	lineLimitReader *lineLimitReader
-	bdatPipe        *io.PipeWriter
+	bdatPipe        *chunkPipe
 	bdatStatus      *statusCollector // used for BDAT on LMTP
 	dataResult      chan error
 	bytesReceived   int64 // counts total size of chunks when BDAT is used
@@ -44,6 +45,11 @@ type Conn struct {
 	fromReceived bool
 	recipients   []string
 	didAuth      bool
+
+	// smtpgate: done is set when the connection is closed or a reply
+	// could not be written; no further command is handled then, even if
+	// the client's pipelined commands are still buffered.
+	done atomic.Bool
 }
 
 func newConn(c net.Conn, s *Server) *Conn {
@@ -167,6 +173,7 @@ func (c *Conn) setSession(session Session) {
 }
 
 func (c *Conn) Close() error {
+	c.done.Store(true)
 	c.locker.Lock()
 	defer c.locker.Unlock()
 
@@ -884,7 +891,9 @@ func (c *Conn) handleAuth(arg string) {
 		if len(challenge) > 0 {
 			encoded = base64.StdEncoding.EncodeToString(challenge)
 		}
-		c.writeResponse(334, NoEnhancedCode, encoded)
+		if c.writeResponse(334, NoEnhancedCode, encoded) != nil {
+			return
+		}
 
 		encoded, err = c.readLine()
 		if err != nil {
@@ -940,13 +949,24 @@ func (c *Conn) handleStartTLS() {
 		return
 	}
 
-	c.writeResponse(220, EnhancedCode{2, 0, 0}, "Ready to start TLS")
+	if c.writeResponse(220, EnhancedCode{2, 0, 0}, "Ready to start TLS") != nil {
+		return
+	}
 
 	// Upgrade to TLS
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)
 
 	if err := tlsConn.Handshake(); err != nil {
-		c.writeResponse(550, EnhancedCode{5, 0, 0}, "Handshake error")
+		// smtpgate: RFC 3207 section 4.1: after a failed negotiation the
+		// server must not go on in plain text; there is no channel left
+		// to answer on either, so the connection is closed.
+		// A connection that logs for itself says so by a method.
+		if f, ok := c.conn.(interface{ TLSHandshakeFailed(error) }); ok {
+			f.TLSHandshakeFailed(err)
+		} else {
+			c.server.ErrorLog.Printf("STARTTLS handshake with %v failed, closing connection: %v", c.conn.RemoteAddr(), err)
+		}
+		c.Close()
 		return
 	}
 
@@ -986,8 +1006,13 @@ func (c *Conn) handleData(arg string) {
 		return
 	}
 
-	// We have recipients, go to accept data
-	c.writeResponse(354, NoEnhancedCode, "Go ahead. End your data with <CR><LF>.<CR><LF>")
+	// We have recipients, go to accept data. smtpgate: a 354 that did
+	// not reach the client (the connection was refused and closed)
+	// starts no transfer: the message bytes already buffered must not be
+	// handed to the backend.
+	if c.writeResponse(354, NoEnhancedCode, "Go ahead. End your data with <CR><LF>.<CR><LF>") != nil {
+		return
+	}
 
 	defer c.reset()
 
@@ -1052,8 +1077,8 @@ func (c *Conn) handleBdat(arg string) {
 	}
 
 	if c.bdatPipe == nil {
-		var r *io.PipeReader
-		r, c.bdatPipe = io.Pipe()
+		r := newChunkPipe()
+		c.bdatPipe = r
 
 		c.dataResult = make(chan error, 1)
 
@@ -1063,7 +1088,7 @@ func (c *Conn) handleBdat(arg string) {
 					c.handlePanic(err, c.bdatStatus)
 
 					c.dataResult <- errPanic
-					r.CloseWithError(errPanic)
+					r.closeRead(errPanic)
 				}
 			}()
 
@@ -1083,7 +1108,7 @@ func (c *Conn) handleBdat(arg string) {
 			}
 
 			c.dataResult <- err
-			r.CloseWithError(err)
+			r.closeRead(err)
 		}()
 	}
 
@@ -1093,7 +1118,21 @@ func (c *Conn) handleBdat(arg string) {
 	}()
 
 	chunk := io.LimitReader(c.text.R, int64(size))
-	_, err = io.Copy(c.bdatPipe, chunk)
+	n, err := io.Copy(c.bdatPipe, chunk)
+	if err == nil && n < int64(size) {
+		// smtpgate: the input ended inside the chunk. A chunk is exactly
+		// its size in octets (RFC 3030 section 2); a short one must abort
+		// the transaction (RFC 5321 section 3.8), so the backend gets an
+		// error, never the EOF that would complete the message.
+		err = ErrChunkTruncated
+		c.bdatPipe.CloseWithError(err)
+	}
+	if err == nil && !last {
+		// smtpgate: answer the chunk only once the backend has processed
+		// it, so that its refusal (a bare LF, say) is the reply to this
+		// chunk and not to the next one.
+		err = c.bdatPipe.wait()
+	}
 	if err != nil {
 		// Backend might return an error early using CloseWithError without consuming
 		// the whole chunk.
@@ -1101,8 +1140,9 @@ func (c *Conn) handleBdat(arg string) {
 
 		c.writeResponse(dataErrorToStatus(err))
 
-		if err == errPanic {
+		if err == errPanic || err == ErrChunkTruncated {
 			c.Close()
+			return
 		}
 
 		c.reset()
@@ -1140,6 +1180,15 @@ func (c *Conn) handleBdat(arg string) {
 // ErrDataReset is returned by Reader pased to Data function if client does not
 // send another BDAT command and instead closes connection or issues RSET command.
 var ErrDataReset = errors.New("smtp: message transmission aborted")
+
+// ErrChunkTruncated is returned by the Reader passed to Data, and is the
+// reply, when the connection's input ends before a BDAT chunk's octets
+// (smtpgate).
+var ErrChunkTruncated = &SMTPError{
+	Code:         421,
+	EnhancedCode: EnhancedCode{4, 4, 2},
+	Message:      "Error: input ended inside a BDAT chunk; message not accepted, closing connection",
+}
 
 var errPanic = &SMTPError{
 	Code:         421,
@@ -1296,8 +1345,9 @@ func (c *Conn) greet() {
 	c.writeResponse(220, NoEnhancedCode, fmt.Sprintf("%v %s Service Ready", c.server.Domain, protocol))
 }
 
-func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
-	// TODO: error handling
+// writeResponse writes a reply. smtpgate: it returns the write error; a
+// reply that could not be written ends the connection (see Conn.done).
+func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) error {
 	if c.server.WriteTimeout != 0 {
 		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
 	}
@@ -1316,6 +1366,9 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 
 	// transform each single line with \n, into separate lines
 	text = strings.Split(strings.Join(text, "\n"), "\n")
+	for i := range text {
+		text[i] = replyText(text[i])
+	}
 
 	// smtpgate: all lines of a reply in one write (one flush), not one
 	// write per line: a multi-line EHLO reply was ten syscalls.
@@ -1329,15 +1382,41 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 	} else {
 		fmt.Fprintf(w, "%d %v.%v.%v %v\r\n", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
 	}
-	w.Flush()
+	if err := w.Flush(); err != nil {
+		c.done.Store(true)
+		return err
+	}
+	return nil
 }
 
-func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {
-	if smtpErr, ok := err.(*SMTPError); ok {
-		c.writeResponse(smtpErr.Code, smtpErr.EnhancedCode, smtpErr.Message)
-	} else {
-		c.writeResponse(code, enhCode, err.Error())
+// replyText returns s as RFC 5321 section 4.2 allows a reply's text:
+// HT and printable US-ASCII. Anything else (non-ASCII from a backend's
+// message, a stray CR) becomes '?' (smtpgate).
+func replyText(s string) string {
+	ok := true
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; (b < ' ' && b != '\t') || b > '~' {
+			ok = false
+			break
+		}
 	}
+	if ok {
+		return s
+	}
+	b := []byte(s)
+	for i, x := range b {
+		if (x < ' ' && x != '\t') || x > '~' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) error {
+	if smtpErr, ok := err.(*SMTPError); ok {
+		return c.writeResponse(smtpErr.Code, smtpErr.EnhancedCode, smtpErr.Message)
+	}
+	return c.writeResponse(code, enhCode, err.Error())
 }
 
 // Reads a line of input

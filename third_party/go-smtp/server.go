@@ -175,7 +175,9 @@ func (s *Server) handleConn(c *Conn) error {
 
 	c.greet()
 
-	for {
+	// smtpgate: stop at a closed connection or a reply that could not be
+	// written, even with pipelined commands still buffered.
+	for !c.done.Load() {
 		line, err := c.readLine()
 		if err == nil {
 			cmd, arg, err := parseCmd(line)
@@ -203,6 +205,7 @@ func (s *Server) handleConn(c *Conn) error {
 			return err
 		}
 	}
+	return nil
 }
 
 func (s *Server) network() string {

@@ -1,0 +1,250 @@
+package smtp_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// The tests of smtpgate's patches (PATCHES.md 4 and 5).
+
+// refusingListener hands out connections that refuse the first reply
+// starting with prefix: the write fails and the connection is closed, as
+// smtpgate's protocol guard does.
+type refusingListener struct {
+	net.Listener
+	prefix string
+}
+
+func (l refusingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &refusingConn{Conn: c, prefix: l.prefix}, nil
+}
+
+type refusingConn struct {
+	net.Conn
+	prefix string
+}
+
+func (c *refusingConn) Write(p []byte) (int, error) {
+	if strings.HasPrefix(string(p), c.prefix) {
+		c.Conn.Write([]byte("554 5.5.0 Error: refused\r\n"))
+		c.Conn.Close()
+		return 0, errors.New("refused")
+	}
+	return c.Conn.Write(p)
+}
+
+func serveOn(t *testing.T, wrap func(net.Listener) net.Listener, fn ...serverConfigureFunc) (*backend, *smtp.Server, net.Conn, *bufio.Reader) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := new(backend)
+	be.dataErrors = make(chan error, 10)
+	s := smtp.NewServer(be)
+	s.Domain = "localhost"
+	s.AllowInsecureAuth = true
+	for _, f := range fn {
+		f(s)
+	}
+	go s.Serve(wrap(l))
+	t.Cleanup(func() { s.Close() })
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return be, s, c, bufio.NewReader(c)
+}
+
+// readAll reads replies until EOF.
+func readAll(r *bufio.Reader) string {
+	b, _ := io.ReadAll(r)
+	return string(b)
+}
+
+// A reply that cannot be written ends the connection: the pipelined
+// message behind a refused 354, already in go-smtp's read buffer, must not
+// reach the backend, nor any command after it.
+func TestServer_NoDataAfterFailedReply(t *testing.T) {
+	be, s, c, r := serveOn(t, func(l net.Listener) net.Listener { return refusingListener{l, "354 "} })
+	io.WriteString(c, "EHLO localhost\r\n")
+	io.WriteString(c, "MAIL FROM:<root@nsa.gov>\r\nRCPT TO:<root@gchq.gov.uk>\r\nDATA\r\nSubject: pipelined\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nQUIT\r\n")
+	out := readAll(r)
+	if !strings.HasSuffix(out, "554 5.5.0 Error: refused\r\n") {
+		t.Fatalf("want the refusal and EOF, got %q", out)
+	}
+	// Shutdown waits for the connection's goroutine to end.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-be.dataErrors:
+		t.Fatalf("Data was called after the refused 354 (err %v)", err)
+	default:
+	}
+	if len(be.messages) != 0 || len(be.anonmsgs) != 0 {
+		t.Fatalf("backend got %d messages", len(be.messages)+len(be.anonmsgs))
+	}
+}
+
+// After QUIT nothing buffered behind it is handled (it used to reach
+// Session.Mail on a nil session: a recovered panic).
+func TestServer_NothingAfterQuit(t *testing.T) {
+	var log strings.Builder
+	var mu sync.Mutex
+	_, s, c, r := serveOn(t, func(l net.Listener) net.Listener { return l }, func(s *smtp.Server) {
+		s.ErrorLog = logFunc(func(m string) { mu.Lock(); log.WriteString(m); mu.Unlock() })
+	})
+	io.WriteString(c, "EHLO localhost\r\nQUIT\r\nMAIL FROM:<root@nsa.gov>\r\nRCPT TO:<root@gchq.gov.uk>\r\n")
+	out := readAll(r)
+	if !strings.HasSuffix(out, "221 2.0.0 Bye\r\n") {
+		t.Fatalf("want 221 and EOF, got %q", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(log.String(), "panic") {
+		t.Fatalf("commands after QUIT were handled:\n%s", log.String())
+	}
+}
+
+type logFunc func(string)
+
+func (f logFunc) Printf(format string, v ...interface{}) { f(format) }
+func (f logFunc) Println(v ...interface{})               { f("") }
+
+// A BDAT LAST chunk cut short by a half-close: 421 4.4.2, the backend
+// gets ErrChunkTruncated (never EOF, which would complete the message).
+func TestServer_Chunking_TruncatedLast(t *testing.T) {
+	be, _, c, r := serveOn(t, func(l net.Listener) net.Listener { return l })
+	io.WriteString(c, "EHLO localhost\r\nMAIL FROM:<root@nsa.gov>\r\nRCPT TO:<root@gchq.gov.uk>\r\n")
+	io.WriteString(c, "BDAT 1000 LAST\r\n"+strings.Repeat("x", 68)+"\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	out := readAll(r)
+	if !strings.HasSuffix(out, "421 4.4.2 Error: input ended inside a BDAT chunk; message not accepted, closing connection\r\n") {
+		t.Fatalf("want 421 4.4.2 and EOF, got %q", out)
+	}
+	if err := <-be.dataErrors; err != smtp.ErrChunkTruncated {
+		t.Fatalf("backend got %v, want ErrChunkTruncated", err)
+	}
+	if len(be.messages)+len(be.anonmsgs) != 0 {
+		t.Fatal("the truncated message was delivered")
+	}
+}
+
+// A backend error about a non-LAST chunk is the reply to that chunk.
+func TestServer_Chunking_ErrorAnswersItsChunk(t *testing.T) {
+	be, _, c, r := serveOn(t, func(l net.Listener) net.Listener { return l })
+	be.dataErr = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "bad chunk"}
+	be.dataErrOffset = 8 // the whole chunk is read before the error
+	io.WriteString(c, "EHLO localhost\r\nMAIL FROM:<root@nsa.gov>\r\nRCPT TO:<root@gchq.gov.uk>\r\n")
+	io.WriteString(c, "BDAT 8\r\nHey <3\r\n")
+	var replies []string
+	for len(replies) < 5 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v", replies, err)
+		}
+		if line[3] == ' ' {
+			replies = append(replies, strings.TrimSpace(line))
+		}
+	}
+	if replies[4] != "550 5.5.2 bad chunk" {
+		t.Fatalf("reply to the chunk: %q, want 550 5.5.2 bad chunk", replies[4])
+	}
+}
+
+func selfSignedConfig(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// A failed STARTTLS handshake closes the connection (RFC 3207 section
+// 4.1); it used to answer 550 and go on in plain text.
+func TestServer_StartTLSHandshakeFailureCloses(t *testing.T) {
+	be, _, c, r := serveOn(t, func(l net.Listener) net.Listener { return l }, func(s *smtp.Server) {
+		s.TLSConfig = selfSignedConfig(t)
+		s.ErrorLog = logFunc(func(string) {})
+	})
+	io.WriteString(c, "EHLO localhost\r\nSTARTTLS\r\n")
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("before 220: %v", err)
+		}
+		if strings.HasPrefix(line, "220 2.0.0") {
+			break
+		}
+	}
+	// A TLS handshake record with garbage inside.
+	c.Write([]byte("\x16\x03\x01\x00\x05hello"))
+	var after strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		after.WriteString(line)
+		if err != nil {
+			break // closed: right
+		}
+		if strings.Contains(line, "Handshake error") {
+			io.WriteString(c, "MAIL FROM:<root@nsa.gov>\r\nRCPT TO:<root@gchq.gov.uk>\r\nDATA\r\nSubject: plain\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+		}
+	}
+	if strings.Contains(after.String(), "Handshake error") || strings.Contains(after.String(), "250 ") {
+		t.Fatalf("the session went on in plain text after a failed handshake: %q (messages: %d)", after.String(), len(be.messages)+len(be.anonmsgs))
+	}
+}
+
+// Reply text is ASCII (RFC 5321 section 4.2), whatever the backend says.
+func TestServer_ReplyTextASCII(t *testing.T) {
+	be, _, c, r := serveOn(t, func(l net.Listener) net.Listener { return l })
+	be.userErr = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "see RFC 5321 \u00a72.3.8\r, gr\u00fc\u00dfe"}
+	io.WriteString(c, "EHLO localhost\r\nMAIL FROM:<root@nsa.gov>\r\nQUIT\r\n")
+	out := readAll(r)
+	want := "550 5.7.1 see RFC 5321 ??2.3.8?, gr????e\r\n"
+	if !strings.Contains(out, want) {
+		t.Fatalf("want %q in %q", want, out)
+	}
+}
