@@ -277,6 +277,10 @@ type gateOptions struct {
 	maxMessageBytes int64
 	delayReject     bool
 	mtaAddr         string // overrides the fake MTA's address
+	// dial, if set, replaces the dial to the MTA; logger, if set, gets
+	// the gate's log.
+	dial   func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error)
+	logger *slog.Logger
 }
 
 func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
@@ -293,17 +297,23 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 		o.maxHeaderBytes = 64 << 10
 	}
 	uo := upstream.Options{Helo: "gate.test", Timeout: 30 * time.Second, ConnectTimeout: 10 * time.Second, XClient: "auto"}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
 	st := &session.Settings{
 		Hostname: "gate.test",
 		Policy:   o.policy,
 		Dial: func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error) {
 			g.dials.Add(1)
+			if o.dial != nil {
+				return o.dial(ctx, ci)
+			}
 			return upstream.Dial(ctx, mtaAddr, uo, ci)
 		},
 		MaxHeaderBytes: o.maxHeaderBytes,
 		DataTimeout:    time.Minute,
 		DelayReject:    o.delayReject,
-		Logger:         slog.New(slog.DiscardHandler),
+		Logger:         o.logger,
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -678,7 +678,8 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 			return nil, nil, err
 		}
 	}
-	if mailRep, err = c.readReply("mail"); err != nil || to == "" {
+	if mailRep, err = c.readReply("mail"); err != nil || to == "" || mailRep.Closing() {
+		// After a 421 the MTA answers nothing more.
 		return mailRep, nil, err
 	}
 	if rcptRep, err = c.readReply("rcpt"); err != nil {
