@@ -277,10 +277,8 @@ type gateOptions struct {
 	maxMessageBytes int64
 	delayReject     bool
 	mtaAddr         string // overrides the fake MTA's address
-	// dial, if set, replaces the dial to the MTA; logger, if set, gets
-	// the gate's log.
-	dial   func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error)
-	logger *slog.Logger
+	// dial, if set, replaces the dial to the MTA.
+	dial func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error)
 }
 
 func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
@@ -297,9 +295,6 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 		o.maxHeaderBytes = 64 << 10
 	}
 	uo := upstream.Options{Helo: "gate.test", Timeout: 30 * time.Second, ConnectTimeout: 10 * time.Second, XClient: "auto"}
-	if o.logger == nil {
-		o.logger = slog.New(slog.DiscardHandler)
-	}
 	st := &session.Settings{
 		Hostname: "gate.test",
 		Policy:   o.policy,
@@ -313,7 +308,7 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 		MaxHeaderBytes: o.maxHeaderBytes,
 		DataTimeout:    time.Minute,
 		DelayReject:    o.delayReject,
-		Logger:         o.logger,
+		Logger:         slog.New(slog.DiscardHandler),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
