@@ -310,3 +310,26 @@ func TestIdentityFallback(t *testing.T) {
 		})
 	}
 }
+
+// A pooled connection whose MTA refuses the next client's XCLIENT still
+// presents the previous client: it must not fall back, but be dropped.
+func TestXCLIENTRefusedOnReuseDropsConnection(t *testing.T) {
+	addr := startMTA(t, func(m *fakeMTA) {
+		m.hello("gate.test", "XCLIENT ADDR", "XFORWARD ADDR")
+		m.expect("XCLIENT ADDR=10.0.0.1")
+		m.send("220 mta.test ESMTP")
+		m.expect("EHLO gate.test")
+		m.ehloReply("XCLIENT ADDR", "XFORWARD ADDR")
+		m.expect("XCLIENT ADDR=192.0.2.7")
+		m.send("550 5.7.0 Error: insufficient authorization")
+		m.hang()
+	})
+	opts := testOpts
+	opts.XClient = "auto"
+	c := dial(t, addr, opts, &ClientInfo{Addr: "10.0.0.1"})
+	defer c.Close()
+	err := c.reuse(context.Background(), &ClientInfo{Addr: "192.0.2.7"})
+	if err == nil || !c.Broken() {
+		t.Fatalf("reuse = %v, broken %v; want an error and a broken Conn", err, c.Broken())
+	}
+}

@@ -149,6 +149,9 @@ type Conn struct {
 	// ended counts the transactions that got a reply to their final dot
 	// on this connection.
 	ended int
+	// presented is set once XCLIENT succeeded: the MTA holds that
+	// client's identity until the next XCLIENT.
+	presented bool
 }
 
 // stampWriter notes when bytes last went to the MTA.
@@ -257,6 +260,12 @@ func (c *Conn) identityRefused(verb string, rep *Reply) error {
 		}
 		return &Error{Op: strings.ToLower(verb), Err: fmt.Errorf("%w: %s answered %s", ErrIdentityRefused, verb, rep)}
 	}
+	if verb == "XCLIENT" && c.presented {
+		// On reuse: the MTA still takes us for the previous client, whose
+		// rights (a trusted network, a login) the next one must not get.
+		c.broken = true
+		return &Error{Op: "xclient", Err: fmt.Errorf("MTA refused XCLIENT on reuse: %s", rep)}
+	}
 	c.mode, c.xforwardLine = "off", ""
 	if verb == "XCLIENT" && c.has("XFORWARD") && c.client != nil {
 		c.xforward(c.client)
@@ -353,6 +362,7 @@ func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
 	}
 	// Postfix answers with a new greeting (220), others (smtp-sink)
 	// with 250: any 2xx is success, and either way EHLO comes again.
+	c.presented = true
 	c.reportIdentity("", nil)
 	// The MTA now talks to "the client": greet it with the client's HELO
 	// name, as nginx's mail proxy does, so its logs and checks match.
