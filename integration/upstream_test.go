@@ -3,7 +3,9 @@ package integration
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,4 +230,40 @@ func TestDataTimeoutAtDotSaysMTAMayHaveMessage(t *testing.T) {
 	// would make a duplicate.
 	ps.open()
 	waitFor(t, "the late delivery", func() bool { return len(p.mailbox("alice")) == 1 })
+}
+
+// Item 19: a Postfix that does not authorise smtpgate for XCLIENT or
+// XFORWARD announces neither. With xclient: auto the mail still flows,
+// and smtpgate warns once per MTA connection that the MTA does not see
+// the real client; /readyz says so.
+func TestIdentityNotAuthorisedWarns(t *testing.T) {
+	p := startOwnPostfix(t, "smtpd_authorized_xclient_hosts =\nsmtpd_authorized_xforward_hosts =")
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort())
+	g, _ := startGateConfig(t, p.addr(), "10s", dnsSrv.addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\nmetrics:\n  address: "+metrics+"\n")
+
+	token := newToken("noxclient")
+	c := dial(t, g.addr)
+	c.envelope("sender@example.org", "alice@example.com")
+	c.must("DATA", 354)
+	c.must("Subject: "+token+"\r\n\r\nbody\r\n.", 250)
+	c.envelope("sender@example.org", "bob@example.com")
+	c.must("DATA", 354)
+	c.must("Subject: "+token+"\r\n\r\nbody\r\n.", 250)
+	c.must("QUIT", 221)
+	if n := strings.Count(g.log.String(), "will not see the real client"); n != 1 {
+		t.Errorf("%d warnings about the client identity, want 1 (one MTA connection)", n)
+	}
+	resp, err := http.Get("http://" + metrics + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "client identity: off") {
+		t.Errorf("/readyz: %d %q", resp.StatusCode, body)
+	}
+	p.settle(t)
+	if len(p.messages(t, "alice")) != 1 || len(p.messages(t, "bob")) != 1 {
+		t.Errorf("mailboxes: alice %d, bob %d; want 1 each", len(p.messages(t, "alice")), len(p.messages(t, "bob")))
+	}
 }
