@@ -479,6 +479,11 @@ func failureReply(err error) (*smtp.SMTPError, slog.Level, string) {
 	}
 	var ue *upstream.Error
 	isUE := errors.As(err, &ue)
+	note := ""
+	if isUE && ue.Op == "dot" {
+		// RFC 5321 §6.1 and RFC 1047: a duplicate beats a loss.
+		note = "after the final dot: the MTA may have the message, and the client's retry may deliver it twice"
+	}
 	switch {
 	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
 		// Our own shortage, not the MTA's: say so (RFC 3463 4.3.0).
@@ -488,17 +493,9 @@ func failureReply(err error) (*smtp.SMTPError, slog.Level, string) {
 		return unavailable(smtp.EnhancedCode{4, 3, 5}, "mail server refuses our XCLIENT/XFORWARD (configuration error)"), slog.LevelError,
 			"the MTA does not authorise smtpgate for upstream.xclient; allow it there or set upstream.xclient: auto"
 	case errors.Is(err, upstream.ErrProtocol):
-		note := ""
-		if ue != nil && ue.Op == "dot" {
-			note = "after the final dot: the MTA may have the message, and the client's retry may deliver it twice"
-		}
 		return unavailable(smtp.EnhancedCode{4, 4, 2}, "mail server sent an unexpected reply"), slog.LevelWarn, note
 	case !isUE || ue.Op == "dial" || ue.Op == "greeting":
 		return unavailable(smtp.EnhancedCode{4, 4, 1}, "mail server not reachable"), slog.LevelWarn, ""
-	}
-	note := ""
-	if ue.Op == "dot" {
-		note = "after the final dot: the MTA may have the message, and the client's retry may deliver it twice"
 	}
 	if ue.Timeout() {
 		return unavailable(smtp.EnhancedCode{4, 4, 1}, "mail server did not answer in time"), slog.LevelWarn, note
