@@ -57,6 +57,21 @@ func TestRepliesOutOfTurn(t *testing.T) {
 			io.WriteString(w, "a\r\n")
 			return c.End(ctx)
 		}, "dot"},
+		{"two replies to the final dot", func(m *fakeMTA) {
+			m.hello("gate.test")
+			m.expect("DATA")
+			m.send("354 go ahead")
+			m.data()
+			m.send("250 2.1.5 stale", "550 5.7.1 content rejected")
+			m.hang()
+		}, func(c *Conn) (*Reply, error) {
+			_, w, err := c.Data(ctx)
+			if err != nil {
+				return nil, err
+			}
+			io.WriteString(w, "a\r\n")
+			return c.End(ctx)
+		}, "dot"},
 		{"354 to RCPT", func(m *fakeMTA) {
 			m.hello("gate.test")
 			m.expect("RCPT TO:<x@example.com>")

@@ -775,11 +775,18 @@ func (c *Conn) End(ctx context.Context) (*Reply, error) {
 		return nil, &Error{Op: "dot", Err: err}
 	}
 	rep, err := c.readReply("dot")
-	if err == nil {
-		c.txn = false
-		c.ended++
+	if err != nil {
+		return nil, err
 	}
-	return rep, err
+	c.txn = false
+	c.ended++
+	if c.r.Buffered() > 0 {
+		// Two replies to one dot: the first may be a stale one, and the
+		// MTA's verdict the second. A duplicate beats a loss: 4xx.
+		c.broken = true
+		return nil, &Error{Op: "dot", Err: fmt.Errorf("%w: more than one reply to the final dot, the first %s", ErrProtocol, rep)}
+	}
+	return rep, nil
 }
 
 // Abort abandons a DATA in progress. There is no way to take back a DATA
