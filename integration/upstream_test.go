@@ -267,3 +267,33 @@ func TestIdentityNotAuthorisedWarns(t *testing.T) {
 		t.Errorf("mailboxes: alice %d, bob %d; want 1 each", len(p.messages(t, "alice")), len(p.messages(t, "bob")))
 	}
 }
+
+// Item 19: Postfix's smtp-sink announces XCLIENT and answers it with 250,
+// not 220. Any 2xx is success: before, every RCPT got 451.
+func TestSMTPSinkXCLIENTAnswered250(t *testing.T) {
+	port := freePort()
+	sink := exec.Command("smtp-sink", "-u", "nobody", fmt.Sprintf("127.0.0.1:%d", port), "10")
+	if err := sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sink.Process.Kill()
+		sink.Wait()
+	})
+	waitFor(t, "smtp-sink to listen", func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	g, _ := startGateConfig(t, fmt.Sprintf("127.0.0.1:%d", port), "10s", dnsSrv.addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
+	c := dial(t, g.addr)
+	c.envelope("sender@example.org", "alice@example.com")
+	c.must("DATA", 354)
+	c.must("Subject: sink\r\n\r\nbody\r\n.", 250)
+	c.must("QUIT", 221)
+	if strings.Contains(g.log.String(), "refused XCLIENT") {
+		t.Error("smtp-sink's 250 to XCLIENT taken for a refusal")
+	}
+}
