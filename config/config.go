@@ -75,8 +75,11 @@ type ListenerAuth struct {
 
 // Upstream is the real MTA.
 type Upstream struct {
-	Address        string   `yaml:"address"`
-	Timeout        Duration `yaml:"timeout"`
+	Address string   `yaml:"address"`
+	Timeout Duration `yaml:"timeout"`
+	// DataTimeout bounds the wait for the MTA's reply to the final dot
+	// (RFC 5321 §4.5.3.2.6: 10 minutes), apart from Timeout.
+	DataTimeout    Duration `yaml:"data_timeout"`
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// XClient is auto, xclient, xforward or off.
 	XClient string `yaml:"xclient"`
@@ -229,6 +232,9 @@ func (c *Config) setDefaults() {
 	}
 	if u.Timeout == 0 {
 		u.Timeout = Duration(5 * time.Minute)
+	}
+	if u.DataTimeout == 0 {
+		u.DataTimeout = Duration(10 * time.Minute)
 	}
 	if u.ConnectTimeout == 0 {
 		u.ConnectTimeout = Duration(10 * time.Second)

@@ -14,7 +14,7 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config.example.yaml: %v", err)
 	}
-	if c.Upstream.Address != DefaultUpstream || c.Upstream.XClient != "auto" {
+	if c.Upstream.Address != DefaultUpstream || c.Upstream.XClient != "auto" || c.Upstream.DataTimeout.D() != 10*time.Minute {
 		t.Errorf("upstream defaults: %+v", c.Upstream)
 	}
 	if c.Limits.MaxMessageBytes != DefaultMaxMessageBytes || c.Limits.MaxRecipients != DefaultMaxRecipients {

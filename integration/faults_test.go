@@ -560,7 +560,8 @@ func TestSlowMTAGives451AndReleasesResources(t *testing.T) {
 		name := map[string]string{"MAIL": "at MAIL", ".": "at end of DATA"}[slow]
 		t.Run(name, func(t *testing.T) {
 			addr := fakeMTA(t, slow, 3*time.Second)
-			g, pprof := startGateConfig(t, addr, "1s", dnsSrv.addr, "2s", "")
+			// At the final dot upstream.data_timeout applies.
+			g, pprof := startGateConfig(t, addr, "1s\n  data_timeout: 1s", dnsSrv.addr, "2s", "")
 			fds, gs := g.fds(), goroutines(t, pprof)
 			var wg sync.WaitGroup
 			errs := make(chan error, 10)

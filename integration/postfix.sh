@@ -76,6 +76,8 @@ smtpd_client_connection_rate_limit = 0
 default_process_limit = 100
 biff = no
 CF
+# Extra main.cf lines for one test's own instance (POSTFIX_MAIN_CF_EXTRA).
+if [ -n "${POSTFIX_MAIN_CF_EXTRA:-}" ]; then printf '%s\n' "$POSTFIX_MAIN_CF_EXTRA" >> "$dir/etc/main.cf"; fi
 
 cat > "$dir/etc/master.cf" <<CF
 127.0.0.1:$port inet n - n - - smtpd

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ type metrics struct {
 	transactions    *prometheus.CounterVec
 	upstreamSeconds *prometheus.HistogramVec
 	upstreamErrors  *prometheus.CounterVec
+	identity        *prometheus.CounterVec
 	dnsSeconds      prometheus.Histogram
 	reloads         *prometheus.CounterVec
 }
@@ -50,6 +52,8 @@ func newMetrics(s *Server) *metrics {
 	f(m.upstreamSeconds)
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smtpgate_upstream_errors_total", Help: "Failures talking to the MTA (dial, timeout, connection lost), by command."}, []string{"op"})
 	f(m.upstreamErrors)
+	m.identity = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smtpgate_upstream_identity_degraded_total", Help: "MTA connections that do not present the real client as upstream.xclient asks: refused is the command the MTA refused (xclient, xforward, or none when it offers neither), mode what was used instead (xforward, off, or failed: the connection was given up)."}, []string{"refused", "mode"})
+	f(m.identity)
 	m.dnsSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "smtpgate_dns_query_seconds", Help: "DNS queries sent to the servers (cache misses), by duration.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9)})
 	f(m.dnsSeconds)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smtpgate_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
@@ -64,6 +68,10 @@ func newMetrics(s *Server) *metrics {
 }
 
 func (m *metrics) limitRejected(limit string) { m.limitRejections.WithLabelValues(limit).Inc() }
+
+func (m *metrics) identityDegraded(refused, mode string) {
+	m.identity.WithLabelValues(strings.ToLower(refused), mode).Inc()
+}
 
 func class(code int) string {
 	if code == 0 {
@@ -157,7 +165,9 @@ func (s *Server) serveMetrics(addr string) error {
 	return nil
 }
 
-// readyz is ready when the MTA accepts a connection and greets with 220.
+// readyz is ready when the MTA accepts a connection and greets with 220,
+// and MTA connections are not being given up for a refused XCLIENT or
+// XFORWARD; the body says how the MTA learns the real client.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	addr := s.cfg.Load().Upstream.Address
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
@@ -166,7 +176,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "upstream "+addr+": "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	detail, failed := s.ident.detail()
+	if failed {
+		// Still refused? A full handshake tells, and fixes the state if not.
+		s.recheckIdentity(ctx)
+		detail, failed = s.ident.detail()
+	}
+	if failed {
+		http.Error(w, "upstream "+addr+": "+detail, http.StatusServiceUnavailable)
+		return
+	}
 	fmt.Fprintln(w, "ok")
+	fmt.Fprintln(w, detail)
 }
 
 func greets(ctx context.Context, addr string) error {

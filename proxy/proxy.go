@@ -61,6 +61,8 @@ type Server struct {
 	// upstream.* changes on reload.
 	pool    *upstream.Pool
 	poolKey string
+	// ident is what MTA connections said about XCLIENT/XFORWARD.
+	ident identityTracker
 
 	mu    sync.Mutex
 	conns map[*peerConn]struct{}
@@ -70,6 +72,7 @@ type Server struct {
 // New prepares a server for cfg; Listen opens its sockets.
 func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s := &Server{Logger: logger, conns: map[*peerConn]struct{}{}}
+	s.ident.s = s
 	s.met = newMetrics(s)
 	s.lim = newLimiter(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
 	s.lim.onReject = s.met.limitRejected
@@ -84,6 +87,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.cert.Store(cert)
 	s.cfg.Store(cfg)
 	s.backend = session.NewBackend(st)
+	s.warnOpenFiles(cfg.Limits.MaxConnections)
 	return s, nil
 }
 
@@ -122,14 +126,17 @@ func (s *Server) tlsConfig() *tls.Config {
 
 // settings builds what sessions need from cfg.
 func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
+	addr := cfg.Upstream.Address
+	want := cfg.Upstream.XClient
 	uo := upstream.Options{
 		Helo:           cfg.Upstream.Helo,
 		Timeout:        cfg.Upstream.Timeout.D(),
+		DataTimeout:    cfg.Upstream.DataTimeout.D(),
 		ConnectTimeout: cfg.Upstream.ConnectTimeout.D(),
 		XClient:        cfg.Upstream.XClient,
 		Observe:        s.met.upstream,
+		OnIdentity:     func(id upstream.Identity) { s.ident.report(want, addr, id) },
 	}
-	addr := cfg.Upstream.Address
 	var prober verify.RecipientProber
 	if cfg.Recipients.Verify == "upstream" {
 		prober = probeFunc(func(ctx context.Context, rcpt string) (verify.ProbeResult, error) {
@@ -201,6 +208,8 @@ const (
 // upstreamPool returns the pool for addr and uo, keeping the current one
 // (and its idle connections) while they do not change.
 func (s *Server) upstreamPool(addr string, uo upstream.Options) *upstream.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	key := fmt.Sprint(addr, uo)
 	if s.pool != nil && key == s.poolKey {
 		return s.pool

@@ -133,7 +133,7 @@ func (s *Session) Data(r io.Reader) error {
 	if rep.Code/100 != 2 {
 		s.log.Info("reject", "stage", "data", "check", "upstream", "reply", rep.String(), "size", size, "rcpts", len(s.env.Recipients))
 		s.observeTransaction(rep.Code)
-		return fromUpstream(rep)
+		return s.relay(rep)
 	}
 	s.observeTransaction(rep.Code)
 	s.log.Info("accept", "stage", "data", "reply", rep.String(), "queue_id", queueID(rep), "size", size, "rcpts", len(s.env.Recipients), "from", s.env.From)
@@ -150,7 +150,7 @@ func (s *Session) startData() (io.Writer, error) {
 	if w == nil {
 		s.upMail = false
 		s.log.Info("reject", "stage", "data", "check", "upstream", "reply", rep.String())
-		return nil, fromUpstream(rep)
+		return nil, s.relay(rep)
 	}
 	return w, nil
 }

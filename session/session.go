@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -412,39 +413,78 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if rep.Code/100 != 2 {
 		s.log.Info("reject", "stage", "rcpt", "check", "upstream", "reply", rep.String(), "rcpt", to)
 		s.observe("rcpt", "upstream", rep.Code, false)
-		return fromUpstream(rep)
+		return s.relay(rep)
 	}
 	s.env.Recipients = append(s.env.Recipients, to)
 	return nil
 }
 
 // forwardRcpt opens the upstream connection if needed and sends RCPT,
-// with the transaction's MAIL in front of the first one.
+// with the transaction's MAIL in front of the first one. Until the MTA
+// accepted the first recipient nothing of the transaction stands, so a
+// connection that turns out to be done (a 421, RFC 5321 §3.8; a temporary
+// refusal of MAIL where the MTA limits messages per connection; a reset)
+// is retired and the transaction tried once more on a fresh one.
 func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 	if s.up != nil && s.up.Broken() {
-		s.up.Close()
-		s.up = nil
-		s.upMail = false
-	}
-	if s.up == nil {
-		up, err := s.st.Dial(s.ctx, s.clientInfo())
-		if err != nil {
-			return nil, err
-		}
-		s.up = up
+		s.dropUpstream()
 	}
 	if s.upMail {
 		return s.up.Rcpt(s.ctx, forwardForm(to), nil)
 	}
+	for attempt := 0; ; attempt++ {
+		rep, retry, err := s.beginUpstream(to)
+		if !retry || attempt > 0 {
+			return rep, err
+		}
+		why := "error"
+		var detail string
+		if err != nil {
+			detail = err.Error()
+		} else {
+			why, detail = "reply", rep.String()
+		}
+		s.log.Info("upstream retry", "stage", "rcpt", "check", "upstream", why, detail, "rcpt", to)
+		s.dropUpstream()
+	}
+}
+
+// beginUpstream sends MAIL and the first RCPT, dialling if need be. retry
+// reports an outcome that a fresh connection may not give.
+func (s *Session) beginUpstream(to string) (rep *upstream.Reply, retry bool, err error) {
+	if s.up == nil {
+		up, err := s.st.Dial(s.ctx, s.clientInfo())
+		if err != nil {
+			return nil, false, err
+		}
+		s.up = up
+	}
+	reused := s.up.Reused()
 	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.upFrom, s.mailParams, forwardForm(to), nil)
 	if err != nil {
-		return nil, err
+		var ue *upstream.Error
+		// Not after a timeout: the client would wait twice as long.
+		return nil, errors.As(err, &ue) && !ue.Timeout() && s.ctx.Err() == nil, err
 	}
 	if mailRep.Code/100 != 2 {
-		return mailRep, nil
+		return mailRep, mailRep.Closing() || (reused && mailRep.Code/100 == 4), nil
 	}
 	s.upMail = true
-	return rcptRep, nil
+	if rcptRep.Closing() {
+		s.upMail = false
+		return rcptRep, true, nil
+	}
+	return rcptRep, false, nil
+}
+
+// dropUpstream closes the upstream connection; the transaction there is
+// gone with it.
+func (s *Session) dropUpstream() {
+	if s.up != nil {
+		s.up.Close()
+		s.up = nil
+	}
+	s.upMail = false
 }
 
 func (s *Session) clientInfo() *upstream.ClientInfo {
@@ -466,30 +506,80 @@ func (s *Session) clientInfo() *upstream.ClientInfo {
 // client keeps the message and retries (RFC 5321 §4.2.5 and §6.1: never
 // accept what we have not handed on).
 func (s *Session) upstreamFailure(stage string, err error, attrs ...any) error {
-	if s.up != nil {
-		s.up.Close()
-		s.up = nil
-	}
-	s.upMail = false
-	reply := &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Service temporarily unavailable: mail server not reachable, try again later"}
-	var ue *upstream.Error
-	if errors.As(err, &ue) && ue.Op != "dial" && ue.Op != "greeting" {
-		reply.EnhancedCode = smtp.EnhancedCode{4, 4, 2}
-		reply.Message = "Service temporarily unavailable: connection to mail server lost, try again later"
-		if ue.Timeout() {
-			reply.EnhancedCode = smtp.EnhancedCode{4, 4, 1}
-			reply.Message = "Service temporarily unavailable: mail server did not answer in time, try again later"
-		}
-	}
+	s.dropUpstream()
+	reply, level, note := failureReply(err)
 	args := append([]any{"stage", stage, "check", "upstream", "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message), "error", err.Error()}, attrs...)
-	s.log.Warn("tempfail", append(args, s.envAttrs()...)...)
+	if note != "" {
+		args = append(args, "note", note)
+	}
+	s.log.Log(s.ctx, level, "tempfail", append(args, s.envAttrs()...)...)
 	s.observe(stage, "upstream", reply.Code, false)
 	return reply
 }
 
-// fromUpstream passes the MTA's reply to the client as it is.
+// failureReply is the reply, log level and note for a failure to talk to
+// the MTA, saying what went wrong as far as the client may know.
+func failureReply(err error) (*smtp.SMTPError, slog.Level, string) {
+	unavailable := func(enh smtp.EnhancedCode, what string) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: enh, Message: "Service temporarily unavailable: " + what + ", try again later"}
+	}
+	var ue *upstream.Error
+	isUE := errors.As(err, &ue)
+	note := ""
+	if isUE && ue.Op == "dot" {
+		// RFC 5321 §6.1 and RFC 1047: a duplicate beats a loss.
+		note = "after the final dot: the MTA may have the message, and the client's retry may deliver it twice"
+	}
+	switch {
+	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
+		// Our own shortage, not the MTA's: say so (RFC 3463 4.3.0).
+		return unavailable(smtp.EnhancedCode{4, 3, 0}, "local resource shortage (out of file descriptors)"), slog.LevelError,
+			"out of file descriptors: raise the open-file limit or lower limits.max_connections"
+	case errors.Is(err, upstream.ErrIdentityRefused):
+		return unavailable(smtp.EnhancedCode{4, 3, 5}, "mail server refuses our XCLIENT/XFORWARD (configuration error)"), slog.LevelError,
+			"the MTA does not authorise smtpgate for upstream.xclient; allow it there or set upstream.xclient: auto"
+	case errors.Is(err, upstream.ErrProtocol):
+		return unavailable(smtp.EnhancedCode{4, 4, 2}, "mail server sent an unexpected reply"), slog.LevelWarn, note
+	case !isUE || ue.Op == "dial" || ue.Op == "greeting":
+		return unavailable(smtp.EnhancedCode{4, 4, 1}, "mail server not reachable"), slog.LevelWarn, ""
+	}
+	if ue.Timeout() {
+		return unavailable(smtp.EnhancedCode{4, 4, 1}, "mail server did not answer in time"), slog.LevelWarn, note
+	}
+	return unavailable(smtp.EnhancedCode{4, 4, 2}, "connection to mail server lost"), slog.LevelWarn, note
+}
+
+// relay passes the MTA's refusal to the client. After a 421 the MTA has
+// closed the connection (RFC 5321 §3.8) and the transaction is gone:
+// the client hears the 421 and is disconnected too, so that it retries
+// the whole message rather than going on with a session that has no
+// MTA behind it.
+func (s *Session) relay(r *upstream.Reply) error {
+	if r.Closing() {
+		s.dropUpstream()
+		s.peer.HangUpAfterReply()
+	}
+	return fromUpstream(r)
+}
+
+// fromUpstream passes the MTA's reply to the client, its enhanced code on
+// every line (RFC 2034 §4); go-smtp writes it on the last line only.
 func fromUpstream(r *upstream.Reply) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text()}
+	enh := smtp.EnhancedCode(r.Enhanced)
+	if c := r.Code / 100; r.Enhanced[0] == 0 && (c == 2 || c == 4 || c == 5) {
+		enh = smtp.EnhancedCode{c, 0, 0}
+	}
+	msg := r.Text()
+	if len(r.Lines) > 1 && enh[0] > 0 {
+		prefix := fmt.Sprintf("%d.%d.%d ", enh[0], enh[1], enh[2])
+		var b strings.Builder
+		for _, l := range r.Lines[:len(r.Lines)-1] {
+			b.WriteString(prefix + l + "\n")
+		}
+		b.WriteString(r.Lines[len(r.Lines)-1])
+		msg = b.String()
+	}
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enh, Message: msg}
 }
 
 var queuedAsRe = regexp.MustCompile(`(?i)queued as ([0-9A-Za-z]+)`)

@@ -280,6 +280,8 @@ type gateOptions struct {
 	delayReject     bool
 	mtaAddr         string // overrides the fake MTA's address
 	postmaster      string
+	// dial, if set, replaces the dial to the MTA.
+	dial func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error)
 }
 
 func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
@@ -301,6 +303,9 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 		Policy:   o.policy,
 		Dial: func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error) {
 			g.dials.Add(1)
+			if o.dial != nil {
+				return o.dial(ctx, ci)
+			}
 			return upstream.Dial(ctx, mtaAddr, uo, ci)
 		},
 		MaxHeaderBytes: o.maxHeaderBytes,

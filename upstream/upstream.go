@@ -43,6 +43,20 @@ func (r *Reply) String() string {
 // Positive reports a 2xx or 3xx reply.
 func (r *Reply) Positive() bool { return r.Code >= 200 && r.Code < 400 }
 
+// Closing reports a 421: the MTA is closing the connection (RFC 5321
+// §3.8), whatever command it answered.
+func (r *Reply) Closing() bool { return r.Code == 421 }
+
+// ErrProtocol is wrapped by an *Error when the MTA answered out of turn or
+// with a reply that does not fit the command (RFC 5321 §4.2, §4.3.2): the
+// replies can no longer be matched to the commands, so the connection is
+// dropped.
+var ErrProtocol = errors.New("MTA broke the SMTP protocol")
+
+// ErrIdentityRefused is wrapped by an *Error when the MTA refused XCLIENT
+// or XFORWARD and Options.XClient asks for that one explicitly.
+var ErrIdentityRefused = errors.New("MTA refused to learn the client's identity")
+
 // Error is a failure to talk to the MTA at all (refused, timed out, the
 // connection dropped): the caller answers the client with a 4xx.
 type Error struct {
@@ -75,6 +89,10 @@ type Options struct {
 	Helo string
 	// Timeout bounds each command's reply (RFC 5321 §4.5.3.2).
 	Timeout time.Duration
+	// DataTimeout bounds the reply to the final dot (RFC 5321
+	// §4.5.3.2.6: 10 minutes), apart from Timeout: giving up there while
+	// the MTA is still working makes a duplicate when the client retries.
+	DataTimeout time.Duration
 	// ConnectTimeout bounds the dial and the greeting.
 	ConnectTimeout time.Duration
 	// XClient is auto, xclient, xforward or off.
@@ -83,6 +101,23 @@ type Options struct {
 	// to the MTA) and error, by operation (greeting, ehlo, mail, rcpt,
 	// dot, ...): the proxy's latency histogram.
 	Observe func(op string, wait time.Duration, err error)
+	// OnIdentity, when set, is told how each connection presents the
+	// client: once after the handshake, and again when that changes (the
+	// MTA refused XCLIENT on reuse, or XFORWARD before a MAIL).
+	OnIdentity func(Identity)
+}
+
+// Identity is how a connection presents the client to the MTA.
+type Identity struct {
+	// Mode is what the MTA is told: xclient, xforward or off (nothing:
+	// the MTA takes smtpgate for the client).
+	Mode string
+	// Refused is the command the MTA refused (XCLIENT or XFORWARD) and
+	// Reply its answer; "" when nothing was refused.
+	Refused, Reply string
+	// Failed: the connection was given up, as Options.XClient names the
+	// refused command explicitly (no fallback).
+	Failed bool
 }
 
 // Conn is one connection to the MTA. It is not safe for concurrent use.
@@ -111,6 +146,12 @@ type Conn struct {
 	mode   string
 	client *ClientInfo
 	pool   *Pool
+	// ended counts the transactions that got a reply to their final dot
+	// on this connection.
+	ended int
+	// presented is set once XCLIENT succeeded: the MTA holds that
+	// client's identity until the next XCLIENT.
+	presented bool
 }
 
 // stampWriter notes when bytes last went to the MTA.
@@ -130,6 +171,9 @@ func (s stampWriter) Write(p []byte) (int, error) {
 func Dial(ctx context.Context, addr string, opts Options, client *ClientInfo) (*Conn, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Minute
+	}
+	if opts.DataTimeout == 0 {
+		opts.DataTimeout = 10 * time.Minute
 	}
 	if opts.ConnectTimeout == 0 {
 		opts.ConnectTimeout = 10 * time.Second
@@ -183,7 +227,53 @@ func (c *Conn) handshake(ctx context.Context, client *ClientInfo) error {
 		return c.xclient(ctx, client)
 	case "xforward":
 		c.xforward(client)
+		if c.xforwardLine == "" {
+			c.mode = "off"
+		}
 	}
+	c.reportIdentity("", nil)
+	return nil
+}
+
+// reportIdentity tells Options.OnIdentity how the client is presented
+// now; refused is the command the MTA refused, with its reply.
+func (c *Conn) reportIdentity(refused string, rep *Reply) {
+	if c.opts.OnIdentity == nil {
+		return
+	}
+	id := Identity{Mode: c.mode, Refused: refused}
+	if rep != nil {
+		id.Reply = rep.String()
+	}
+	c.opts.OnIdentity(id)
+}
+
+// identityRefused handles the MTA's refusal of XCLIENT or XFORWARD: in
+// auto mode the connection falls back (XFORWARD if the MTA offers it and
+// XCLIENT was refused, else nothing) and goes on; a mode that names the
+// command gives the connection up, loudly.
+func (c *Conn) identityRefused(verb string, rep *Reply) error {
+	if c.opts.XClient != "auto" {
+		c.broken = true
+		if c.opts.OnIdentity != nil {
+			c.opts.OnIdentity(Identity{Mode: c.mode, Refused: verb, Reply: rep.String(), Failed: true})
+		}
+		return &Error{Op: strings.ToLower(verb), Err: fmt.Errorf("%w: %s answered %s", ErrIdentityRefused, verb, rep)}
+	}
+	if verb == "XCLIENT" && c.presented {
+		// On reuse: the MTA still takes us for the previous client, whose
+		// rights (a trusted network, a login) the next one must not get.
+		c.broken = true
+		return &Error{Op: "xclient", Err: fmt.Errorf("MTA refused XCLIENT on reuse: %s", rep)}
+	}
+	c.mode, c.xforwardLine = "off", ""
+	if verb == "XCLIENT" && c.has("XFORWARD") && c.client != nil {
+		c.xforward(c.client)
+		if c.xforwardLine != "" {
+			c.mode = "xforward"
+		}
+	}
+	c.reportIdentity(verb, rep)
 	return nil
 }
 
@@ -252,6 +342,9 @@ func (c *Conn) attrLine(verb string, ci *ClientInfo) string {
 func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
 	line := c.attrLine("XCLIENT", ci)
 	if line == "" {
+		// Nothing the MTA would take: it will not see the client.
+		c.mode = "off"
+		c.reportIdentity("", nil)
 		return nil
 	}
 	if err := c.cmd(ctx, "xclient", line); err != nil {
@@ -261,9 +354,16 @@ func (c *Conn) xclient(ctx context.Context, ci *ClientInfo) error {
 	if err != nil {
 		return err
 	}
-	if rep.Code != 220 {
-		return &Error{Op: "xclient", Err: fmt.Errorf("MTA refused XCLIENT: %s", rep)}
+	if rep.Closing() {
+		return &Error{Op: "xclient", Err: fmt.Errorf("MTA closed the connection: %s", rep)}
 	}
+	if rep.Code/100 != 2 {
+		return c.identityRefused("XCLIENT", rep)
+	}
+	// Postfix answers with a new greeting (220), others (smtp-sink)
+	// with 250: any 2xx is success, and either way EHLO comes again.
+	c.presented = true
+	c.reportIdentity("", nil)
 	// The MTA now talks to "the client": greet it with the client's HELO
 	// name, as nginx's mail proxy does, so its logs and checks match.
 	name := ci.Helo
@@ -326,6 +426,9 @@ func (c *Conn) deadline(ctx context.Context, d time.Duration) {
 
 // cmd writes one command line and flushes.
 func (c *Conn) cmd(ctx context.Context, op, line string) error {
+	if err := c.quiet(op); err != nil {
+		return err
+	}
 	c.deadline(ctx, c.opts.Timeout)
 	c.w.WriteString(line)
 	c.w.WriteString("\r\n")
@@ -336,44 +439,89 @@ func (c *Conn) cmd(ctx context.Context, op, line string) error {
 	return nil
 }
 
-// readReply reads a (multi-line) reply.
+// quiet checks, before a new command, that the MTA has not said more
+// than it was asked: a surplus reply would be read as the answer to the
+// next command (a stale 250 taken for the reply to DATA loses the
+// message), so the connection is given up instead.
+func (c *Conn) quiet(op string) error {
+	if n := c.r.Buffered(); n > 0 {
+		c.broken = true
+		b, _ := c.r.Peek(min(n, 64))
+		return &Error{Op: op, Err: fmt.Errorf("%w: unexpected reply %q before %s", ErrProtocol, sanitizeReply(b), strings.ToUpper(op))}
+	}
+	return nil
+}
+
+// readReply reads a (multi-line) reply. A 421 leaves the connection
+// broken: the MTA is closing it (RFC 5321 §3.8). Only DATA may be
+// answered with 3xx (§4.3.2); a 3xx to anything else is a protocol error.
 func (c *Conn) readReply(op string) (*Reply, error) {
 	rep, err := c.readReplyLines(op)
+	if err == nil {
+		switch {
+		case rep.Closing():
+			c.broken = true
+		case rep.Code/100 == 3 && op != "data":
+			c.broken = true
+			err = &Error{Op: op, Err: fmt.Errorf("%w: %s answered with %s", ErrProtocol, strings.ToUpper(op), rep)}
+			rep = nil
+		}
+	}
 	if c.opts.Observe != nil {
 		c.opts.Observe(op, time.Since(c.sent), err)
 	}
 	return rep, err
 }
 
+// Limits on what is kept of a reply: RFC 5321 §4.5.3.1.5 allows 512
+// octets a line. Longer lines and further lines are read and dropped, so
+// that an MTA's verbose 250 to the final dot is still a 250.
+const (
+	maxReplyLineText = 512
+	maxReplyLines    = 64
+)
+
+// readLine reads one reply line without its line end; the text past
+// maxReplyLineText is read and dropped.
+func (c *Conn) readLine() ([]byte, error) {
+	line, err := c.r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		line = append([]byte(nil), line...)
+		for err == bufio.ErrBufferFull {
+			_, err = c.r.ReadSlice('\n')
+		}
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return bytes.TrimRight(line, "\r\n"), nil
+}
+
 func (c *Conn) readReplyLines(op string) (*Reply, error) {
 	rep := &Reply{}
 	for {
-		line, err := c.r.ReadSlice('\n')
+		line, err := c.readLine()
 		if err != nil {
 			c.broken = true
-			if err == bufio.ErrBufferFull {
-				err = errors.New("reply line too long")
-			}
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
 			return nil, &Error{Op: op, Err: err}
 		}
-		line = bytes.TrimRight(line, "\r\n")
 		if len(line) < 3 {
 			c.broken = true
 			return nil, &Error{Op: op, Err: fmt.Errorf("malformed reply %q", line)}
 		}
 		code, err := strconv.Atoi(string(line[:3]))
-		if err != nil || code < 200 || code > 599 || (rep.Code != 0 && code != rep.Code) {
+		if err != nil || code < 200 || code > 599 || (rep.Code != 0 && code != rep.Code) || (len(line) > 3 && line[3] != ' ' && line[3] != '-') {
 			c.broken = true
-			return nil, &Error{Op: op, Err: fmt.Errorf("malformed reply %q", line)}
+			return nil, &Error{Op: op, Err: fmt.Errorf("malformed reply %q", sanitizeReply(line[:min(len(line), 64)]))}
 		}
 		rep.Code = code
 		last := len(line) == 3 || line[3] == ' '
 		text := ""
 		if len(line) > 4 {
-			text = string(line[4:])
+			text = sanitizeReply(line[4:min(len(line), 4+maxReplyLineText)])
 		}
 		if last {
 			if e, rest, ok := parseEnhanced(text, code); ok {
@@ -383,11 +531,30 @@ func (c *Conn) readReplyLines(op string) (*Reply, error) {
 		} else if _, rest, ok := parseEnhanced(text, code); ok {
 			text = rest
 		}
-		rep.Lines = append(rep.Lines, text)
+		if len(rep.Lines) < maxReplyLines || last {
+			rep.Lines = append(rep.Lines, text)
+		}
 		if last {
 			return rep, nil
 		}
 	}
+}
+
+// sanitizeReply makes reply text printable ASCII (RFC 5321 §4.2: text
+// is 7-bit printable): a NUL, an escape sequence or a bare CR from the MTA
+// must not reach the client, where a CR could forge a reply of its own.
+func sanitizeReply(b []byte) string {
+	out := make([]byte, len(b))
+	for i, ch := range b {
+		switch {
+		case ch == '\t':
+			ch = ' '
+		case ch < ' ' || ch > '~':
+			ch = '?'
+		}
+		out[i] = ch
+	}
+	return string(out)
 }
 
 // parseEnhanced splits "5.1.1 text" when the class matches the code.
@@ -414,6 +581,11 @@ func parseEnhanced(s string, code int) ([3]int, string, bool) {
 // Broken reports whether the connection can no longer be used.
 func (c *Conn) Broken() bool { return c.broken }
 
+// Reused reports whether a transaction already ended on this connection:
+// a temporary refusal of MAIL there may be the MTA's limit per connection
+// (Exim, OpenSMTPD), which a fresh connection does not have.
+func (c *Conn) Reused() bool { return c.ended > 0 }
+
 // preamble are the commands owed before the next MAIL: an RSET for an
 // abandoned transaction, and XFORWARD, whose attributes Postfix forgets at
 // the end of every transaction (XFORWARD_README).
@@ -430,18 +602,23 @@ func (c *Conn) preamble() []string {
 }
 
 // expect250 reads the reply to a preamble command; anything but 250 makes
-// the connection unusable.
+// the connection unusable, except a refused XFORWARD in auto mode, which
+// falls back to presenting nothing (identityRefused).
 func (c *Conn) expect250(cmd string) error {
-	op := strings.ToLower(strings.Fields(cmd)[0])
+	verb := strings.Fields(cmd)[0]
+	op := strings.ToLower(verb)
 	rep, err := c.readReply(op)
 	if err != nil {
 		return err
 	}
-	if rep.Code != 250 {
-		c.broken = true
-		return &Error{Op: op, Err: fmt.Errorf("MTA refused %s: %s", strings.Fields(cmd)[0], rep)}
+	if rep.Code == 250 {
+		return nil
 	}
-	return nil
+	if verb == "XFORWARD" && !rep.Closing() {
+		return c.identityRefused(verb, rep)
+	}
+	c.broken = true
+	return &Error{Op: op, Err: fmt.Errorf("MTA refused %s: %s", verb, rep)}
 }
 
 // Mail starts a transaction. params are the ESMTP parameters to pass on
@@ -469,6 +646,9 @@ func (c *Conn) Rcpt(ctx context.Context, to string, params []string) (*Reply, er
 // command at a time, as RFC 5321 requires. rcptRep is nil when MAIL was
 // refused.
 func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to string, rcptParams []string) (mailRep, rcptRep *Reply, err error) {
+	if err := c.quiet("mail"); err != nil {
+		return nil, nil, err
+	}
 	pre := c.preamble()
 	c.deadline(ctx, c.opts.Timeout)
 	if !c.has("PIPELINING") {
@@ -508,7 +688,8 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 			return nil, nil, err
 		}
 	}
-	if mailRep, err = c.readReply("mail"); err != nil || to == "" {
+	if mailRep, err = c.readReply("mail"); err != nil || to == "" || mailRep.Closing() {
+		// After a 421 the MTA answers nothing more.
 		return mailRep, nil, err
 	}
 	if rcptRep, err = c.readReply("rcpt"); err != nil {
@@ -550,10 +731,17 @@ func (c *Conn) Data(ctx context.Context) (*Reply, io.Writer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if rep.Code != 354 {
+	switch {
+	case rep.Code >= 400:
 		// MAIL and RCPT still stand at the MTA.
 		c.pendingRset = true
 		return rep, nil, nil
+	case rep.Code != 354:
+		// RFC 5321 §4.3.2: 354 is the only positive reply to DATA. A
+		// 250 here is a surplus reply or an MTA that took nothing:
+		// passing it on would lose the message.
+		c.broken = true
+		return nil, nil, &Error{Op: "data", Err: fmt.Errorf("%w: DATA answered with %s, not 354", ErrProtocol, rep)}
 	}
 	c.dw.bol = true
 	c.dw.err = nil
@@ -568,7 +756,15 @@ func (c *Conn) End(ctx context.Context) (*Reply, error) {
 	if c.dw.err != nil {
 		return nil, c.dw.err
 	}
-	c.deadline(ctx, c.opts.Timeout)
+	if c.r.Buffered() > 0 {
+		// The MTA spoke during DATA: its replies no longer match our
+		// commands. Drop the connection without the dot, so that it
+		// queues nothing (see Abort).
+		err := c.quiet("data")
+		c.Abort()
+		return nil, err
+	}
+	c.deadline(ctx, c.opts.DataTimeout)
 	if !c.dw.bol {
 		// The session only gives whole lines; be safe anyway.
 		c.w.WriteString("\r\n")
@@ -579,10 +775,18 @@ func (c *Conn) End(ctx context.Context) (*Reply, error) {
 		return nil, &Error{Op: "dot", Err: err}
 	}
 	rep, err := c.readReply("dot")
-	if err == nil {
-		c.txn = false
+	if err != nil {
+		return nil, err
 	}
-	return rep, err
+	c.txn = false
+	c.ended++
+	if c.r.Buffered() > 0 {
+		// Two replies to one dot: the first may be a stale one, and the
+		// MTA's verdict the second. A duplicate beats a loss: 4xx.
+		c.broken = true
+		return nil, &Error{Op: "dot", Err: fmt.Errorf("%w: more than one reply to the final dot, the first %s", ErrProtocol, rep)}
+	}
+	return rep, nil
 }
 
 // Abort abandons a DATA in progress. There is no way to take back a DATA

@@ -773,6 +773,7 @@ func TestTimeouts(t *testing.T) {
 			addr := startMTA(t, tc.script)
 			opts := testOpts
 			opts.Timeout = 50 * time.Millisecond
+			opts.DataTimeout = 50 * time.Millisecond
 			opts.ConnectTimeout = 50 * time.Millisecond
 			var err error
 			c, derr := Dial(context.Background(), addr, opts, nil)
