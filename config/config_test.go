@@ -20,6 +20,9 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if c.Limits.MaxMessageBytes != DefaultMaxMessageBytes || c.Limits.MaxRecipients != DefaultMaxRecipients {
 		t.Errorf("limits: %+v", c.Limits)
 	}
+	if p := c.Upstream.Pool; !*p.Enabled || p.MaxMessages != DefaultPoolMaxMessages || p.MaxAge.D() != DefaultPoolMaxAge || p.MaxIdle != DefaultPoolMaxIdle || p.IdleTimeout.D() != DefaultPoolIdleTimeout {
+		t.Errorf("upstream.pool defaults: %+v", p)
+	}
 	if c.Recipients.PositiveTTL.D() != 7*24*time.Hour || c.Recipients.NegativeTTL.D() != 3*time.Hour {
 		t.Errorf("probe TTLs: %+v", c.Recipients)
 	}
@@ -28,7 +31,12 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Limits != c.Limits || e.Upstream != c.Upstream || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject {
+	eu, cu := e.Upstream, c.Upstream
+	if *eu.Pool.Enabled != *cu.Pool.Enabled {
+		t.Errorf("upstream.pool.enabled: example %v, default %v", *cu.Pool.Enabled, *eu.Pool.Enabled)
+	}
+	eu.Pool.Enabled, cu.Pool.Enabled = nil, nil
+	if e.Limits != c.Limits || eu != cu || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject {
 		t.Errorf("config.example.yaml and the built-in defaults differ:\n%+v\n%+v", c.Limits, e.Limits)
 	}
 }

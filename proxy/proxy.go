@@ -176,7 +176,7 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,
 		Hostname:        cfg.Hostname,
 		Policy:          policy,
-		Dial:            s.upstreamPool(addr, uo).Get,
+		Dial:            s.upstreamPool(addr, uo, cfg.Upstream.Pool).Get,
 		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
 		DataTimeout:     cfg.Limits.DataTimeout.D(),
 		DelayReject:     *cfg.DelayReject,
@@ -187,24 +187,21 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 	}, nil
 }
 
-// Idle MTA connections: at most half of Postfix's default_process_limit
-// (100 smtpd processes), closed after 10s idle.
-const (
-	poolMaxIdle     = 50
-	poolIdleTimeout = 10 * time.Second
-)
-
-// upstreamPool returns the pool for addr and uo, keeping the current one
-// (and its idle connections) while they do not change.
-func (s *Server) upstreamPool(addr string, uo upstream.Options) *upstream.Pool {
-	key := fmt.Sprint(addr, uo)
+// upstreamPool returns the pool for addr, uo and upstream.pool, keeping
+// the current one (and its idle connections) while they do not change.
+func (s *Server) upstreamPool(addr string, uo upstream.Options, pc config.Pool) *upstream.Pool {
+	maxIdle := pc.MaxIdle
+	if !*pc.Enabled {
+		maxIdle = 0 // nothing kept: a connection per session
+	}
+	key := fmt.Sprint(addr, uo, maxIdle, pc.IdleTimeout, pc.MaxMessages, pc.MaxAge)
 	if s.pool != nil && key == s.poolKey {
 		return s.pool
 	}
 	if s.pool != nil {
 		s.pool.Close()
 	}
-	s.pool = &upstream.Pool{Addr: addr, Opts: uo, MaxIdle: poolMaxIdle, IdleTimeout: poolIdleTimeout}
+	s.pool = &upstream.Pool{Addr: addr, Opts: uo, MaxIdle: maxIdle, IdleTimeout: pc.IdleTimeout.D(), MaxMessages: pc.MaxMessages, MaxAge: pc.MaxAge.D()}
 	s.poolKey = key
 	return s.pool
 }

@@ -380,6 +380,12 @@ func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 		s.up = nil
 		s.upMail = false
 	}
+	if s.up != nil && !s.upMail && s.up.Spent() {
+		// upstream.pool.max_messages / max_age: a long session moves to a
+		// fresh MTA connection between transactions.
+		s.up.Quit()
+		s.up = nil
+	}
 	if s.up == nil {
 		up, err := s.st.Dial(s.ctx, s.clientInfo())
 		if err != nil {

@@ -111,6 +111,10 @@ type Conn struct {
 	mode   string
 	client *ClientInfo
 	pool   *Pool
+	// born is when c was dialled and messages the MAIL commands sent on
+	// it, for Pool.MaxAge and Pool.MaxMessages.
+	born     time.Time
+	messages int
 }
 
 // stampWriter notes when bytes last went to the MTA.
@@ -482,6 +486,7 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 		}
 		writeCmd(c.w, "MAIL FROM:<", from, mailParams)
 		c.txn = true
+		c.messages++
 		if err := c.flush("mail"); err != nil {
 			return nil, nil, err
 		}
@@ -497,6 +502,7 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 	}
 	writeCmd(c.w, "MAIL FROM:<", from, mailParams)
 	c.txn = true
+	c.messages++
 	if to != "" {
 		writeCmd(c.w, "RCPT TO:<", to, rcptParams)
 	}
