@@ -211,16 +211,15 @@ func (c *Conn) reuse(ctx context.Context, client *ClientInfo) error {
 }
 
 // alive reports whether the MTA has neither closed the idle connection
-// nor said anything (a 421 on its shutdown or timeout) since.
+// nor said anything (a 421 on its shutdown or timeout) since. It peeks
+// at the socket without blocking (see alive_unix.go): a read with a
+// deadline already past never reaches the socket in Go, so it cannot
+// see a close.
 func (c *Conn) alive() bool {
 	if c.r.Buffered() > 0 {
 		return false
 	}
-	c.nc.SetReadDeadline(time.Now())
-	_, err := c.r.Peek(1)
-	c.nc.SetReadDeadline(time.Time{})
-	var ne interface{ Timeout() bool }
-	return errors.As(err, &ne) && ne.Timeout()
+	return peekIdle(c.nc)
 }
 
 // Spent reports whether c came from a Pool and has done its share

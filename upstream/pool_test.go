@@ -18,6 +18,11 @@ import (
 type limitedMTA struct {
 	addr       string
 	maxPerConn int
+	// closeAfterDot makes the MTA close each connection after its reply
+	// to the final dot, as an MTA does when stopped or restarted; closed
+	// is told when it has.
+	closeAfterDot bool
+	closed        chan struct{}
 	conns      atomic.Int32
 	quits      atomic.Int32
 	wg         sync.WaitGroup
@@ -29,7 +34,7 @@ func startLimitedMTA(t *testing.T, maxPerConn int) *limitedMTA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &limitedMTA{addr: ln.Addr().String(), maxPerConn: maxPerConn}
+	m := &limitedMTA{addr: ln.Addr().String(), maxPerConn: maxPerConn, closed: make(chan struct{}, 100)}
 	var mu sync.Mutex
 	var open []net.Conn
 	m.wg.Add(1)
@@ -99,6 +104,11 @@ func (m *limitedMTA) serve(nc net.Conn) {
 				}
 			}
 			w(fmt.Sprintf("250 2.0.0 OK id=%d", messages))
+			if m.closeAfterDot {
+				nc.Close()
+				m.closed <- struct{}{}
+				return
+			}
 		case "RSET":
 			w("250 2.0.0 Reset OK")
 		case "QUIT":
@@ -254,5 +264,25 @@ func TestPoolMaxIdleZeroDialsEverySession(t *testing.T) {
 	}
 	if n := m.conns.Load(); n != 3 {
 		t.Errorf("%d connections for 3 sessions, want 3", n)
+	}
+}
+
+// An idle connection the MTA has closed (stopped, restarted, its own idle
+// timeout) is noticed before it is handed out: the next session gets a
+// fresh connection, not "connection lost".
+func TestPoolSkipsConnectionClosedByMTA(t *testing.T) {
+	m := startLimitedMTA(t, 1000)
+	m.closeAfterDot = true
+	p := &Pool{Addr: m.addr, Opts: testOpts, MaxIdle: 4, IdleTimeout: time.Hour}
+	defer p.Close()
+	for i := 0; i < 3; i++ {
+		mail, rcpt, dot := sendThrough(t, p)
+		if mail.Code != 250 || rcpt.Code != 250 || dot == nil || dot.Code != 250 {
+			t.Fatalf("message %d: MAIL %v, RCPT %v, dot %v", i+1, mail, rcpt, dot)
+		}
+		<-m.closed
+	}
+	if n := m.conns.Load(); n != 3 {
+		t.Errorf("%d connections, want 3", n)
 	}
 }
