@@ -233,7 +233,7 @@ func TestMTAMatrix(t *testing.T) {
 func matrixDelivery(t *testing.T, m *testMTA) {
 	g := gateFor(t, m, "", "")
 	id := fmt.Sprintf("matrix-delivery-%d@example.org", time.Now().UnixNano())
-	body := "From: sender@example.org\r\nTo: alice@example.com\r\nSubject: byte-exact\r\nMessage-ID: <" + id + ">\r\n\r\n" +
+	body := "From: sender@example.org\r\nTo: alice@example.com\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nSubject: byte-exact\r\nMessage-ID: <" + id + ">\r\n\r\n" +
 		"line one\r\n.a line that starts with a dot\r\n \ttabs and  spaces  \r\n\r\nlast line\r\n"
 	c := dial(t, g.addr)
 	c.envelope("sender@example.org", "alice@example.com")
