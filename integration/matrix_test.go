@@ -223,6 +223,8 @@ func TestMTAMatrix(t *testing.T) {
 			t.Run("unknown_user", func(t *testing.T) { matrixUnknownUser(t, m) })
 			t.Run("client_address", func(t *testing.T) { matrixClientAddress(t, m) })
 			t.Run("per_connection_limit", func(t *testing.T) { matrixPerConnectionLimit(t, m) })
+			t.Run("smtputf8", func(t *testing.T) { matrixSMTPUTF8(t, m) })
+			t.Run("dsn", func(t *testing.T) { matrixDSN(t, m) })
 			t.Run("mta_stopped", func(t *testing.T) { matrixStopped(t, m) })
 		})
 	}
@@ -371,4 +373,66 @@ func matrixStopped(t *testing.T, m *testMTA) {
 // whenever the server offers it.
 func goSendMail(addr, from, to, msg string) error {
 	return smtp.SendMail(addr, nil, from, []string{to}, []byte(msg))
+}
+
+// mtaOffers reports whether the server at addr announces kw in EHLO.
+func mtaOffers(t *testing.T, addr, kw string) bool {
+	t.Helper()
+	c := dial(t, addr)
+	defer c.conn.Close()
+	text := c.must("EHLO probe.example.org", 250)
+	c.cmd("QUIT")
+	return regexp.MustCompile(`(?m)^250[ -]` + kw + `(\s|$)`).MatchString(text)
+}
+
+// smtpgate offers SMTPUTF8 exactly where the MTA does; Go's net/smtp
+// (which sends SMTPUTF8 with every MAIL where it is offered) gets its mail
+// through in front of every MTA, OpenSMTPD 6.8 (no SMTPUTF8) included.
+func matrixSMTPUTF8(t *testing.T, m *testMTA) {
+	g := gateFor(t, m, "", "")
+	want := mtaOffers(t, m.addr(), "SMTPUTF8")
+	if got := mtaOffers(t, g.addr, "SMTPUTF8"); got != want {
+		t.Errorf("smtpgate offers SMTPUTF8: %v, %s offers it: %v", got, m.kind, want)
+	}
+	id := fmt.Sprintf("matrix-utf8-%d@example.org", time.Now().UnixNano())
+	if err := goSendMail(g.addr, "sender@example.org", "alice@example.com", "Subject: net/smtp\r\nMessage-ID: <"+id+">\r\n\r\nbody\r\n"); err != nil {
+		t.Fatalf("net/smtp through smtpgate to %s: %v", m.kind, err)
+	}
+	m.waitFor(t, "alice", id)
+}
+
+// DSN (RFC 3461) is offered in front of every MTA (all three offer it);
+// RET, ENVID, NOTIFY and ORCPT reach the MTA, whose success DSN arrives.
+func matrixDSN(t *testing.T, m *testMTA) {
+	if !mtaOffers(t, m.addr(), "DSN") {
+		t.Fatalf("%s does not offer DSN", m.kind)
+	}
+	g := gateFor(t, m, "", "checks:\n  own_domain_forgery: {mode: off}\n")
+	if !mtaOffers(t, g.addr, "DSN") {
+		t.Fatalf("smtpgate does not offer DSN in front of %s", m.kind)
+	}
+	nonce := time.Now().UnixNano()
+	envid := fmt.Sprintf("matrix-envid-%d", nonce)
+	msgid := fmt.Sprintf("matrix-dsn-%d@example.com", nonce)
+	c := dial(t, g.addr)
+	c.must("EHLO client.example.org", 250)
+	c.must("MAIL FROM:<bob@example.com> RET=HDRS ENVID="+strings.ReplaceAll(envid, "-", "+2D"), 250)
+	c.must("RCPT TO:<alice@example.com> NOTIFY=SUCCESS ORCPT=rfc822;alice@example.com", 250)
+	c.must("DATA", 354)
+	c.send(fmt.Sprintf("Subject: dsn\r\nMessage-ID: <%s>\r\n\r\nbody-%d\r\n.\r\n", msgid, nonce))
+	c.expect(250)
+	c.quitAndWait()
+	m.waitFor(t, "alice", msgid)
+	// The success DSN returns the headers (RET=HDRS), so it names msgid.
+	dsn := m.waitFor(t, "bob", msgid)
+	if !regexp.MustCompile(`(?i)Action: *delivered`).MatchString(dsn) {
+		t.Errorf("%s's DSN is not a success DSN:\n%s", m.kind, dsn)
+	}
+	if strings.Contains(dsn, fmt.Sprintf("body-%d", nonce)) {
+		t.Errorf("%s's DSN returned the body despite RET=HDRS:\n%s", m.kind, dsn)
+	}
+	// OpenSMTPD 6.8 writes no Original-Envelope-Id into its DSNs.
+	if m.kind != "opensmtpd" && !regexp.MustCompile(`(?i)Original-Envelope-Id: *`+envid).MatchString(dsn) {
+		t.Errorf("%s's DSN lacks Original-Envelope-Id: %s:\n%s", m.kind, envid, dsn)
+	}
 }

@@ -46,6 +46,9 @@ type Settings struct {
 	// ClientName returns the client's forward-confirmed reverse DNS name
 	// ("" if none); nil skips the lookup.
 	ClientName func(ctx context.Context, ip netip.Addr) string
+	// Offer, when set, reports whether the MTA offers an EHLO keyword
+	// (SMTPUTF8, DSN): clients are offered only what the MTA takes.
+	Offer func(keyword string) bool
 	// Users are our users for SMTP AUTH; nil means no AUTH.
 	Users Authenticator
 	// AuthLimiter throttles failed AUTH across sessions; may be nil.
@@ -269,8 +272,19 @@ func (s *Session) Logout() error {
 	return nil
 }
 
+// replyMailOK answers an accepted MAIL (RFC 3463 X.1.0: other address
+// status, sender ok); the MTA has not been asked yet.
+var replyMailOK = &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 1, 0}, Message: "Ok"}
+
 // Mail is MAIL FROM.
 func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+	if err := s.mail(from, opts); err != nil {
+		return err
+	}
+	return replyMailOK
+}
+
+func (s *Session) mail(from string, opts *smtp.MailOptions) error {
 	if !s.mu.TryLock() {
 		return errInTransfer
 	}
@@ -291,6 +305,9 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	s.env = verify.Envelope{From: from}
 	s.upFrom = forwardForm(from)
 	s.mailParams = mailParams(opts)
+	if opts != nil && len(opts.EnvelopeID) > maxEnvelopeID {
+		return errParamTooLong("ENVID", maxEnvelopeID)
+	}
 	if s.refusedEarlier() {
 		return nil // refused at RCPT anyway: spare the DNS
 	}
@@ -337,7 +354,111 @@ func mailParams(o *smtp.MailOptions) []string {
 	if o.UTF8 {
 		p = append(p, "SMTPUTF8")
 	}
+	// DSN (RFC 3461 §4.3, §4.4): passed on unchanged, xtext-encoded
+	// again after go-smtp decoded and checked them.
+	if o.Return != "" {
+		p = append(p, "RET="+string(o.Return))
+	}
+	if o.EnvelopeID != "" {
+		p = append(p, "ENVID="+xtext(o.EnvelopeID))
+	}
 	return p
+}
+
+// RFC 3461 bounds: ENVID 100 characters (§4.4), ORCPT 500 (§4.2).
+const (
+	maxEnvelopeID = 100
+	maxOrigRcpt   = 500
+)
+
+func errParamTooLong(name string, n int) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: fmt.Sprintf("%s parameter longer than %d characters (RFC 3461)", name, n)}
+}
+
+// rcptParams formats the RCPT parameters to pass on: DSN's NOTIFY and
+// ORCPT (RFC 3461 §4.1, §4.2).
+func rcptParams(o *smtp.RcptOptions) ([]string, error) {
+	if o == nil {
+		return nil, nil
+	}
+	var p []string
+	if len(o.Notify) > 0 {
+		n := make([]string, len(o.Notify))
+		for i, v := range o.Notify {
+			n[i] = string(v)
+		}
+		p = append(p, "NOTIFY="+strings.Join(n, ","))
+	}
+	if o.OriginalRecipient != "" {
+		var v string
+		switch o.OriginalRecipientType {
+		case smtp.DSNAddressTypeUTF8:
+			v = "utf-8;" + utf8AddrXtext(o.OriginalRecipient)
+		default:
+			v = "rfc822;" + xtext(o.OriginalRecipient)
+		}
+		if len(v) > maxOrigRcpt {
+			return nil, errParamTooLong("ORCPT", maxOrigRcpt)
+		}
+		p = append(p, "ORCPT="+v)
+	}
+	return p, nil
+}
+
+// xtext encodes per RFC 3461 §4.
+func xtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch < '!' || ch > '~' || ch == '+' || ch == '=' {
+			fmt.Fprintf(&b, "+%02X", ch)
+			continue
+		}
+		b.WriteByte(ch)
+	}
+	return b.String()
+}
+
+// utf8AddrXtext encodes per RFC 6533 §3 (utf-8-addr-xtext).
+func utf8AddrXtext(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < '!' || r == '+' || r == '=' || r == '\\' || r == 0x7f {
+			fmt.Fprintf(&b, "\\x{%X}", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// upstreamParams are params as this MTA connection can take them: a
+// parameter of an extension the MTA did not announce is dropped. Clients
+// are offered only the MTA's extensions (Settings.Offer), but an MTA that
+// changed since (a reload, a failover) may lack one: SMTPUTF8 is then
+// safe to drop for an all-ASCII envelope (forwardRcpt refuses the rest),
+// and a DSN request degrades to the MTA's default notifications.
+func (s *Session) upstreamParams(params []string) []string {
+	var out []string
+	for _, p := range params {
+		name, _, _ := strings.Cut(p, "=")
+		kw := map[string]string{"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN"}[name]
+		if _, ok := s.up.Extension(kw); kw == "" || ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+var errUTF8Unavailable = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Non-ASCII addresses are not supported by the mail server here (no SMTPUTF8)"}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Rcpt is RCPT TO: the policy first, then the MTA's own answer.
@@ -359,7 +480,17 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := s.rateLimit(to); err != nil {
 		return err
 	}
-	rep, err := s.forwardRcpt(to)
+	params, err := rcptParams(opts)
+	if err != nil {
+		return err
+	}
+	rep, err := s.forwardRcpt(to, params)
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		s.log.Info("reject", "stage", "rcpt", "check", "upstream_extensions", "reply", fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message), "rcpt", to)
+		s.observe("rcpt", "upstream_extensions", se.Code, false)
+		return se
+	}
 	if err != nil {
 		return s.upstreamFailure("rcpt", err, "rcpt", to)
 	}
@@ -369,12 +500,17 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return fromUpstream(rep)
 	}
 	s.env.Recipients = append(s.env.Recipients, to)
-	return nil
+	// The MTA's own words (RFC 3463 X.1.5 where it gave no enhanced code).
+	ok := fromUpstream(rep)
+	if rep.Enhanced[0] == 0 {
+		ok.EnhancedCode = smtp.EnhancedCode{2, 1, 5}
+	}
+	return ok
 }
 
 // forwardRcpt opens the upstream connection if needed and sends RCPT,
 // with the transaction's MAIL in front of the first one.
-func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
+func (s *Session) forwardRcpt(to string, params []string) (*upstream.Reply, error) {
 	if s.up != nil && s.up.Broken() {
 		s.up.Close()
 		s.up = nil
@@ -393,10 +529,16 @@ func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 		}
 		s.up = up
 	}
-	if s.upMail {
-		return s.up.Rcpt(s.ctx, forwardForm(to), nil)
+	if _, ok := s.up.Extension("SMTPUTF8"); !ok && (!isASCII(to) || !isASCII(s.upFrom)) {
+		// RFC 6531 §3.5: the MTA could not take this envelope.
+		return nil, errUTF8Unavailable
 	}
-	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.upFrom, s.mailParams, forwardForm(to), nil)
+	params = s.upstreamParams(params)
+	if s.upMail {
+		return s.up.Rcpt(s.ctx, forwardForm(to), params)
+	}
+	mailParams := s.upstreamParams(s.mailParams)
+	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.upFrom, mailParams, forwardForm(to), params)
 	if err != nil {
 		return nil, err
 	}

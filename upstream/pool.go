@@ -3,7 +3,9 @@ package upstream
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +43,9 @@ type Pool struct {
 
 	// now is time.Now; tests replace it.
 	now func() time.Time
+	// ext is the EHLO keywords of the newest connection to the MTA
+	// (Offers).
+	ext atomic.Pointer[map[string]string]
 
 	mu     sync.Mutex
 	idle   []idleConn
@@ -77,7 +82,38 @@ func (p *Pool) Get(ctx context.Context, client *ClientInfo) (*Conn, error) {
 	}
 	c.pool = p
 	c.born = p.clock()
+	p.learn(c)
 	return c, nil
+}
+
+// Learn connects to the MTA once to learn its EHLO keywords (Offers), as
+// at start and after a reload, and says QUIT.
+func (p *Pool) Learn(ctx context.Context) error {
+	c, err := Dial(ctx, p.Addr, p.Opts, nil)
+	if err != nil {
+		return err
+	}
+	p.learn(c)
+	c.quit()
+	return nil
+}
+
+// learn keeps c's EHLO keywords (a map that is never changed after its
+// EHLO, so it can be shared).
+func (p *Pool) learn(c *Conn) {
+	ext := c.ext
+	p.ext.Store(&ext)
+}
+
+// Offers reports whether the MTA announced the EHLO keyword on the newest
+// connection (Learn, or any new one); false while nothing is known.
+func (p *Pool) Offers(kw string) bool {
+	ext := p.ext.Load()
+	if ext == nil {
+		return false
+	}
+	_, ok := (*ext)[strings.ToUpper(kw)]
+	return ok
 }
 
 func (p *Pool) clock() time.Time {
