@@ -23,9 +23,9 @@ type limitedMTA struct {
 	// is told when it has.
 	closeAfterDot bool
 	closed        chan struct{}
-	conns      atomic.Int32
-	quits      atomic.Int32
-	wg         sync.WaitGroup
+	conns         atomic.Int32
+	quits         atomic.Int32
+	wg            sync.WaitGroup
 }
 
 func startLimitedMTA(t *testing.T, maxPerConn int) *limitedMTA {
