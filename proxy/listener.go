@@ -3,9 +3,12 @@ package proxy
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -179,15 +182,46 @@ type peerConn struct {
 	// header from it closes the connection.
 	watchProxyHeader bool
 	ipKey            netip.Prefix
-	connected        bool // "connect" was logged
 	guard            *guard
+
+	// A connection is logged ("connect") once the client sends its first
+	// byte, or when it ends otherwise. One the client closes without
+	// having sent anything (a load balancer's health check, a port scan)
+	// is only counted and logged at debug level: a check every 2s would
+	// otherwise fill the log with pairs and "connection reset" warnings.
+	admitted  atomic.Bool // past the limits and the PROXY header
+	spoke     atomic.Bool // the client sent a byte
+	hungUp    atomic.Bool // the client closed (EOF or reset)
+	connected atomic.Bool // "connect" was logged
 }
 
 func (c *peerConn) Peer() *session.Peer { return c.peer }
 
-func (c *peerConn) logConnect() {
-	c.connected = true
-	c.s.Logger.Info("connect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "port", c.peer.Addr.Port(), "local", c.peer.Local.String())
+// logConnect notes that the connection is admitted; "connect" is logged
+// when the client speaks (heard) or at Close.
+func (c *peerConn) logConnect() { c.admitted.Store(true) }
+
+func (c *peerConn) emitConnect() {
+	if c.admitted.Load() && c.connected.CompareAndSwap(false, true) {
+		c.s.Logger.Info("connect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "port", c.peer.Addr.Port(), "local", c.peer.Local.String())
+	}
+}
+
+// heard marks that the client sent something.
+func (c *peerConn) heard() {
+	if c.spoke.CompareAndSwap(false, true) {
+		c.emitConnect()
+	}
+}
+
+// silentEnd turns the client's hang-up before its first byte into a
+// plain end of input: go-smtp logs a reset as an error.
+func (c *peerConn) silentEnd(err error) error {
+	if c.spoke.Load() || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		return err
+	}
+	c.hungUp.Store(true)
+	return io.EOF
 }
 
 func (c *peerConn) start() error {
@@ -237,8 +271,9 @@ func (c *peerConn) earlyTalker() error {
 		if errors.As(err, &ne) && ne.Timeout() {
 			return nil // quiet: a well-behaved client
 		}
-		return err
+		return c.silentEnd(err)
 	}
+	c.heard()
 	client := c.peer.Addr.Addr().Unmap().String()
 	if c.earlyWarn {
 		c.s.Logger.Info("would reject", "session", c.peer.ID, "client", client, "stage", "connect", "check", "early_talker", "mode", "warn", "evidence", string(buf[:min(n, 60)]))
@@ -262,6 +297,11 @@ func (c *peerConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 	} else {
 		n, err = c.Conn.Read(p)
+	}
+	if n > 0 {
+		c.heard()
+	} else if err != nil {
+		err = c.silentEnd(err)
 	}
 	if n > 0 && c.watchProxyHeader {
 		c.watchProxyHeader = false
@@ -309,8 +349,16 @@ func (c *peerConn) Close() error {
 		c.s.untrack(c)
 		c.s.lim.releaseIP(c.ipKey)
 		c.s.lim.releaseGlobal()
-		if c.connected {
-			c.s.Logger.Info("disconnect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "duration", time.Since(c.peer.Start).Round(time.Millisecond).String())
+		client := c.peer.Addr.Addr().Unmap().String()
+		duration := time.Since(c.peer.Start).Round(time.Millisecond).String()
+		if c.admitted.Load() && !c.spoke.Load() && c.hungUp.Load() && !c.connected.Load() {
+			c.s.met.silentConns.Inc()
+			c.s.Logger.Debug("silent connection", "session", c.peer.ID, "client", client, "duration", duration)
+			return
+		}
+		c.emitConnect()
+		if c.connected.Load() {
+			c.s.Logger.Info("disconnect", "session", c.peer.ID, "client", client, "duration", duration)
 		}
 	})
 	return err
