@@ -436,3 +436,45 @@ func matrixDSN(t *testing.T, m *testMTA) {
 		t.Errorf("%s's DSN lacks Original-Envelope-Id: %s:\n%s", m.kind, envid, dsn)
 	}
 }
+
+// A restriction added by "postfix reload" reaches every client within
+// upstream.pool.max_age, although a pooled connection's smtpd keeps the
+// configuration it started with (max_messages is raised here so that
+// only max_age retires the connection).
+func TestMTAReloadReachesClientsWithinMaxAge(t *testing.T) {
+	m := startTestMTA(t, "postfix")
+	g := gateFor(t, m, "  pool:\n    max_age: 2s\n    max_messages: 1000\n    idle_timeout: 1h\n", "")
+	if err := probe(g.addr); err != nil {
+		t.Fatal(err) // a pooled connection to an smtpd with the old configuration
+	}
+	etc := filepath.Join(m.dir, "etc")
+	if err := os.WriteFile(filepath.Join(etc, "closed"), []byte("carol@example.com REJECT carol is closed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("postconf", "-c", etc, "-e",
+		"smtpd_recipient_restrictions = check_recipient_access texthash:"+filepath.Join(etc, "closed")+", permit_mynetworks, reject_unauth_destination").CombinedOutput(); err != nil {
+		t.Fatalf("postconf: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("postfix", "-c", etc, "reload").CombinedOutput(); err != nil {
+		t.Fatalf("postfix reload: %v\n%s", err, out)
+	}
+	var replies []string
+	for i := 0; ; i++ {
+		c := dial(t, g.addr)
+		c.must("EHLO client.example.org", 250)
+		c.must("MAIL FROM:<sender@example.org>", 250)
+		_, text := c.cmd("RCPT TO:<carol@example.com>")
+		c.quitAndWait()
+		if len(replies) == 0 || replies[len(replies)-1] != text {
+			replies = append(replies, text)
+		}
+		if strings.HasPrefix(text, "554 5.7.1 ") && strings.Contains(text, "carol is closed") {
+			t.Logf("after the reload: %q", replies)
+			return
+		}
+		if i > 50 { // many times max_age
+			t.Fatalf("the reloaded restriction never reached a client: %q", replies)
+		}
+		time.Sleep(100 * time.Millisecond) // pacing a poll, not a correctness wait
+	}
+}
