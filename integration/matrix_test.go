@@ -245,6 +245,7 @@ func matrixDelivery(t *testing.T, m *testMTA) {
 	if code != 250 || !strings.HasPrefix(text, "250 2.0.0 ") {
 		t.Fatalf("end of data: %q, want 250 2.0.0 with the MTA's queue id", text)
 	}
+	t.Logf("%s end of data: %q", m.kind, text)
 	qid := replyQueueID(text)
 	if qid == "" {
 		t.Fatalf("no queue id in %q", text)
@@ -274,6 +275,7 @@ func matrixUnknownUser(t *testing.T, m *testMTA) {
 	c := dial(t, g.addr)
 	c.envelope("sender@example.org")
 	_, text := c.cmd("RCPT TO:<zed@example.com>")
+	t.Logf("%s unknown user: %q", m.kind, text)
 	if strings.TrimRight(text, "\r\n") != want {
 		t.Errorf("RCPT of an unknown user: %q, want %q", text, want)
 	}
@@ -343,6 +345,7 @@ func matrixPerConnectionLimit(t *testing.T, m *testMTA) {
 			got++
 		}
 	}
+	t.Logf("%s: %d of %d messages delivered over pooled connections", m.kind, got, n)
 	if got != n {
 		t.Errorf("%d of %d messages delivered", got, n)
 	}
@@ -359,6 +362,7 @@ func matrixStopped(t *testing.T, m *testMTA) {
 	c := dial(t, g.addr)
 	c.envelope("sender@example.org")
 	_, text := c.cmd("RCPT TO:<alice@example.com>")
+	t.Logf("%s stopped: %q", m.kind, text)
 	if !strings.HasPrefix(text, "451 4.4.1 ") {
 		t.Errorf("RCPT with %s stopped: %q, want 451 4.4.1", m.kind, text)
 	}
@@ -391,6 +395,7 @@ func mtaOffers(t *testing.T, addr, kw string) bool {
 func matrixSMTPUTF8(t *testing.T, m *testMTA) {
 	g := gateFor(t, m, "", "")
 	want := mtaOffers(t, m.addr(), "SMTPUTF8")
+	t.Logf("%s offers SMTPUTF8: %v", m.kind, want)
 	if got := mtaOffers(t, g.addr, "SMTPUTF8"); got != want {
 		t.Errorf("smtpgate offers SMTPUTF8: %v, %s offers it: %v", got, m.kind, want)
 	}
@@ -425,6 +430,7 @@ func matrixDSN(t *testing.T, m *testMTA) {
 	m.waitFor(t, "alice", msgid)
 	// The success DSN returns the headers (RET=HDRS), so it names msgid.
 	dsn := m.waitFor(t, "bob", msgid)
+	t.Logf("%s success DSN: %q", m.kind, regexp.MustCompile(`(?im)^(Action|Status|Original-Envelope-Id):.*$`).FindAllString(dsn, -1))
 	if !regexp.MustCompile(`(?i)Action: *delivered`).MatchString(dsn) {
 		t.Errorf("%s's DSN is not a success DSN:\n%s", m.kind, dsn)
 	}
