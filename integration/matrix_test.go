@@ -338,6 +338,22 @@ func matrixPerConnectionLimit(t *testing.T, m *testMTA) {
 		}
 		c.quitAndWait()
 	}
+	// One client sending many messages in one session moves to a fresh
+	// MTA connection between transactions.
+	c := dial(t, g.addr)
+	c.must("EHLO client.example.org", 250)
+	for i := n; i < 2*n; i++ {
+		c.must("MAIL FROM:<sender@example.org>", 250)
+		if code, text := c.cmd("RCPT TO:<bob@example.com>"); code != 250 {
+			t.Fatalf("message %d of one session: RCPT: %q", i+1-n, text)
+		}
+		c.must("DATA", 354)
+		c.send(fmt.Sprintf("Subject: limit\r\nMessage-ID: <%s-%d@example.org>\r\n\r\nbody\r\n.\r\n", tag, i))
+		if code, text := c.reply(); code != 250 {
+			t.Fatalf("message %d of one session: end of data: %q", i+1-n, text)
+		}
+	}
+	c.quitAndWait()
 	m.settle(t)
 	got := 0
 	for _, msg := range m.messages(t, "bob") {
@@ -345,9 +361,9 @@ func matrixPerConnectionLimit(t *testing.T, m *testMTA) {
 			got++
 		}
 	}
-	t.Logf("%s: %d of %d messages delivered over pooled connections", m.kind, got, n)
-	if got != n {
-		t.Errorf("%d of %d messages delivered", got, n)
+	t.Logf("%s: %d of %d messages delivered over pooled connections", m.kind, got, 2*n)
+	if got != 2*n {
+		t.Errorf("%d of %d messages delivered", got, 2*n)
 	}
 }
 
