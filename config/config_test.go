@@ -55,6 +55,8 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"hostname: mx.example.com\nchecks:\n  spf:\n    reply: \"550 4.7.1 no\"\n", []string{"t.yaml:4: checks.spf.reply"}},
 		{"hostname: mx.example.com\nupstream:\n  timeout: soon\n", []string{"t.yaml:3:", "not a duration"}},
 		{"hostname: mx.example.com\nlog:\n  format: xml\n", []string{"t.yaml:3: log.format"}},
+		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_messages: -1\n", []string{"t.yaml:4: upstream.pool.max_messages"}},
+		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_age: -1s\n", []string{"t.yaml:4:", "not a duration"}},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml), "t.yaml")

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -498,5 +499,45 @@ func TestMTAReloadReachesClientsWithinMaxAge(t *testing.T) {
 			t.Fatalf("the reloaded restriction never reached a client: %q", replies)
 		}
 		time.Sleep(100 * time.Millisecond) // pacing a poll, not a correctness wait
+	}
+}
+
+// upstream.pool.enabled: false gives every client session an MTA
+// connection of its own; enabled (the default), one connection carries
+// them all.
+func TestPoolEnabledFalse(t *testing.T) {
+	m := startTestMTA(t, "postfix")
+	for _, tc := range []struct {
+		pool string
+		want string // the MAIL counts Postfix logs at disconnect
+	}{
+		{"  pool:\n    enabled: false\n", "1 1 1"},
+		{"", "3"},
+	} {
+		before := len(m.log())
+		g := gateFor(t, m, tc.pool, "")
+		for i := 0; i < 3; i++ {
+			if err := probe(g.addr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.cmd.Process.Signal(syscall.SIGTERM) // the pool says QUIT
+		err := <-g.done
+		g.done <- err // for the cleanup
+		mailRe := regexp.MustCompile(`disconnect from .* mail=(\d+) `)
+		var got []string
+		for i := 0; ; i++ {
+			got = got[:0]
+			for _, mm := range mailRe.FindAllStringSubmatch(m.log()[before:], -1) {
+				got = append(got, mm[1])
+			}
+			if strings.Join(got, " ") == tc.want || i > 200 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("pool %q: MTA connections carried %q messages, want %q", tc.pool, got, tc.want)
+		}
 	}
 }

@@ -102,7 +102,7 @@ daemon_smtp_ports = $port
 local_interfaces = 127.0.0.1
 deliver_drop_privilege
 tls_advertise_hosts =
-dsn_advertise_hosts = *
+dsn_advertise_hosts = 127.0.0.1
 message_size_limit = 100M
 smtp_accept_max_per_connection = ${MTA_MAX_PER_CONN:-1000}
 domainlist local_domains = $domain
