@@ -91,7 +91,8 @@ func (l *listener) admit(nc net.Conn) net.Conn {
 		AllowInsecureAuth: l.cfg.Auth.AllowInsecure,
 	}}
 	if l.proxy && l.trusted(remote.Addr()) {
-		pc.Conn = newProxyConn(nc)
+		pc.balancer = &balancerConn{Conn: nc}
+		pc.Conn = newProxyConn(pc.balancer)
 		pc.proxied = true
 	} else {
 		key, limit := s.lim.admitIP(remote.Addr())
@@ -190,6 +191,7 @@ type peerConn struct {
 	// is only counted and logged at debug level: a check every 2s would
 	// otherwise fill the log with pairs and "connection reset" warnings.
 	admitted  atomic.Bool // past the limits and the PROXY header
+	balancer  *balancerConn
 	spoke     atomic.Bool // the client sent a byte
 	hungUp    atomic.Bool // the client closed (EOF or reset)
 	connected atomic.Bool // "connect" was logged
@@ -217,7 +219,7 @@ func (c *peerConn) heard() {
 // silentEnd turns the client's hang-up before its first byte into a
 // plain end of input: go-smtp logs a reset as an error.
 func (c *peerConn) silentEnd(err error) error {
-	if c.spoke.Load() || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+	if c.spoke.Load() || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 		return err
 	}
 	c.hungUp.Store(true)
@@ -260,7 +262,7 @@ func (c *peerConn) preamble() error {
 func (c *peerConn) earlyTalker() error {
 	c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Conn.Write([]byte("220-" + c.hostname + " ESMTP\r\n")); err != nil {
-		return err
+		return c.silentEnd(err)
 	}
 	c.Conn.SetReadDeadline(time.Now().Add(c.earlyWait))
 	buf := make([]byte, 512)
@@ -333,6 +335,9 @@ func (c *peerConn) Write(p []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.silentEnd(err) // the greeting to a health check that left
+	}
 	if c.peer.HangingUp() {
 		c.Close()
 	}

@@ -477,9 +477,14 @@ func TestMetricsScrapeAndEndpoints(t *testing.T) {
 // HAProxy's "check" does every 2s) is counted, not logged at info level,
 // and its reset is no warning; a client that speaks is logged as before.
 func TestSilentConnectionsAreCountedNotLogged(t *testing.T) {
-	for _, early := range []string{"0s", "2s"} {
-		t.Run("early_talker_"+early, func(t *testing.T) {
-			s, addr, logs := startServer(t, "", "early_talker:\n  wait: "+early+"\nmetrics:\n  address: 127.0.0.1:0\n")
+	for _, tc := range []struct{ name, listen, early string }{
+		{"early_talker_0s", "", "0s"},
+		{"early_talker_2s", "", "2s"},
+		// HAProxy's plain "check" sends no PROXY header.
+		{"proxy_protocol", proxyListen("127.0.0.1"), "2s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, addr, logs := startServer(t, tc.listen, "early_talker:\n  wait: "+tc.early+"\nmetrics:\n  address: 127.0.0.1:0\n")
 			for i := 0; i < 3; i++ {
 				nc, err := net.Dial("tcp", addr)
 				if err != nil {
@@ -497,6 +502,9 @@ func TestSilentConnectionsAreCountedNotLogged(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			c := dialT(t, addr)
+			if tc.listen != "" {
+				io.WriteString(c, "PROXY TCP4 192.0.2.9 127.0.0.1 4321 25\r\n")
+			}
 			if l := c.reply(); !strings.HasPrefix(l, "220 ") {
 				t.Fatalf("greeting: %q", l)
 			}
