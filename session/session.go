@@ -300,14 +300,14 @@ func (s *Session) mail(from string, opts *smtp.MailOptions) error {
 		s.log.Info("reject", "stage", "mail", "check", "auth_required", "reply", "530 5.7.0 Authentication required", "from", from)
 		return errAuthRequired
 	}
+	if opts != nil && len(opts.EnvelopeID) > maxEnvelopeID {
+		return s.refuseParam("mail", errParamTooLong("ENVID", maxEnvelopeID), "from", from)
+	}
 	s.txn++
 	s.peer.setBusy(true)
 	s.env = verify.Envelope{From: from}
 	s.upFrom = forwardForm(from)
 	s.mailParams = mailParams(opts)
-	if opts != nil && len(opts.EnvelopeID) > maxEnvelopeID {
-		return errParamTooLong("ENVID", maxEnvelopeID)
-	}
 	if s.refusedEarlier() {
 		return nil // refused at RCPT anyway: spare the DNS
 	}
@@ -375,9 +375,21 @@ func errParamTooLong(name string, n int) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: fmt.Sprintf("%s parameter longer than %d characters (RFC 3461)", name, n)}
 }
 
+// refuseParam logs the refusal of an ESMTP parameter and returns it.
+func (s *Session) refuseParam(stage string, e *smtp.SMTPError, attrs ...any) error {
+	reply := fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+	s.log.Info("reject", append([]any{"stage", stage, "check", "esmtp_params", "reply", reply}, attrs...)...)
+	s.observe(stage, "esmtp_params", e.Code, false)
+	return e
+}
+
+// paramExtension is the EHLO keyword the MTA must have announced for a
+// parameter to be passed on.
+var paramExtension = map[string]string{"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN"}
+
 // rcptParams formats the RCPT parameters to pass on: DSN's NOTIFY and
 // ORCPT (RFC 3461 §4.1, §4.2).
-func rcptParams(o *smtp.RcptOptions) ([]string, error) {
+func rcptParams(o *smtp.RcptOptions) ([]string, *smtp.SMTPError) {
 	if o == nil {
 		return nil, nil
 	}
@@ -442,7 +454,7 @@ func (s *Session) upstreamParams(params []string) []string {
 	var out []string
 	for _, p := range params {
 		name, _, _ := strings.Cut(p, "=")
-		kw := map[string]string{"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN"}[name]
+		kw := paramExtension[name]
 		if _, ok := s.up.Extension(kw); kw == "" || ok {
 			out = append(out, p)
 		}
@@ -480,16 +492,14 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := s.rateLimit(to); err != nil {
 		return err
 	}
-	params, err := rcptParams(opts)
-	if err != nil {
-		return err
+	params, perr := rcptParams(opts)
+	if perr != nil {
+		return s.refuseParam("rcpt", perr, "rcpt", to)
 	}
 	rep, err := s.forwardRcpt(to, params)
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
-		s.log.Info("reject", "stage", "rcpt", "check", "upstream_extensions", "reply", fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message), "rcpt", to)
-		s.observe("rcpt", "upstream_extensions", se.Code, false)
-		return se
+		return s.refuseParam("rcpt", se, "rcpt", to)
 	}
 	if err != nil {
 		return s.upstreamFailure("rcpt", err, "rcpt", to)
