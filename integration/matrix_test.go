@@ -256,6 +256,9 @@ func matrixDelivery(t *testing.T, m *testMTA) {
 	if !strings.Contains(m.log(), qid) {
 		t.Errorf("queue id %s of the reply %q is not in %s's log", qid, text, m.kind)
 	}
+	if !strings.Contains(g.log.String(), "queue_id="+qid) {
+		t.Errorf("smtpgate's accept line lacks queue_id=%s", qid)
+	}
 	want := strings.ReplaceAll(body, "\r\n", "\n") // maildir stores LF
 	if !strings.HasSuffix(msg, want) {
 		t.Errorf("delivered message does not end with what was sent:\n--- got\n%s\n--- want suffix\n%s", msg, want)

@@ -604,11 +604,14 @@ func fromUpstream(r *upstream.Reply) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text()}
 }
 
-var queuedAsRe = regexp.MustCompile(`(?i)queued as ([0-9A-Za-z]+)`)
+// queuedAsRe finds the queue id in the MTA's reply to the final dot:
+// Postfix "Ok: queued as ID", Exim "OK id=ID", OpenSMTPD "ID Message
+// accepted for delivery".
+var queuedAsRe = regexp.MustCompile(`(?i)queued as ([0-9A-Za-z]+)|\bid=([0-9A-Za-z-]+)|^([0-9a-f]{8,16}) Message accepted`)
 
 func queueID(r *upstream.Reply) string {
 	if m := queuedAsRe.FindStringSubmatch(r.Text()); m != nil {
-		return m[1]
+		return m[1] + m[2] + m[3]
 	}
 	return ""
 }
