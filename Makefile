@@ -1,6 +1,7 @@
 # smtpgate's build, test and demo.
 #
-#   make deps    install what the tests need (postfix, swaks; Debian/Ubuntu, as root)
+#   make deps    install what the tests need (postfix, swaks; Debian/Ubuntu, as root);
+#                Exim and OpenSMTPD are fetched by the tests (integration/mta.sh)
 #   make build   bin/smtpgate
 #   make test    deps, go vet, gofmt check, go test -race (what CI runs)
 #   make demo    deps, build, then integration/demo.sh against a throw-away Postfix
@@ -39,6 +40,7 @@ deps: go-present
 	have swaks || missing="$$missing swaks"; \
 	have haproxy || missing="$$missing haproxy"; \
 	have gcc || missing="$$missing gcc libc6-dev"; \
+	have unshare || missing="$$missing util-linux"; \
 	if [ -z "$$missing" ]; then \
 		echo "deps: postfix, swaks, haproxy and gcc are installed"; \
 		exit 0; \

@@ -85,6 +85,27 @@ type Upstream struct {
 	XClient string `yaml:"xclient"`
 	// Helo is the name smtpgate gives the MTA in EHLO; default hostname.
 	Helo string `yaml:"helo"`
+	Pool Pool   `yaml:"pool"`
+}
+
+// Pool configures the reuse of MTA connections between client sessions.
+// An MTA's per-connection limits (Exim smtp_accept_max_per_connection,
+// OpenSMTPD smtp limit max-mails) and the configuration its process read
+// at connect must never reach unrelated clients: connections are retired
+// after MaxMessages messages or MaxAge.
+type Pool struct {
+	// Enabled: false opens a new MTA connection for every client session.
+	Enabled *bool `yaml:"enabled"`
+	// MaxMessages retires a connection after that many messages, below
+	// every MTA's own per-connection limit.
+	MaxMessages int `yaml:"max_messages"`
+	// MaxAge retires a connection that old, so an MTA reload reaches
+	// every session within MaxAge.
+	MaxAge Duration `yaml:"max_age"`
+	// MaxIdle bounds the idle connections kept.
+	MaxIdle int `yaml:"max_idle"`
+	// IdleTimeout closes connections idle for longer.
+	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
 // Relay says who may relay to foreign domains without authenticating.
@@ -183,6 +204,14 @@ const (
 	DefaultMaxRecipients   = 1000
 	DefaultMaxLineLength   = 4096
 	DefaultMaxHeaderBytes  = 1 << 20
+	// Not above Exim's smtp_accept_queue_per_connection (10: later messages
+	// are queued without immediate delivery), OpenSMTPD's max-mails (100)
+	// and Exim's smtp_accept_max_per_connection (1000).
+	DefaultPoolMaxMessages = 10
+	DefaultPoolMaxAge      = 60 * time.Second
+	// At most half of Postfix's default_process_limit (100 smtpd).
+	DefaultPoolMaxIdle     = 50
+	DefaultPoolIdleTimeout = 10 * time.Second
 )
 
 func (c *Config) setDefaults() {
@@ -244,6 +273,22 @@ func (c *Config) setDefaults() {
 	}
 	if u.Helo == "" {
 		u.Helo = c.Hostname
+	}
+	if u.Pool.Enabled == nil {
+		t := true
+		u.Pool.Enabled = &t
+	}
+	if u.Pool.MaxMessages == 0 {
+		u.Pool.MaxMessages = DefaultPoolMaxMessages
+	}
+	if u.Pool.MaxAge == 0 {
+		u.Pool.MaxAge = Duration(DefaultPoolMaxAge)
+	}
+	if u.Pool.MaxIdle == 0 {
+		u.Pool.MaxIdle = DefaultPoolMaxIdle
+	}
+	if u.Pool.IdleTimeout == 0 {
+		u.Pool.IdleTimeout = Duration(DefaultPoolIdleTimeout)
 	}
 	r := &c.Recipients
 	if r.Verify == "" {
@@ -508,6 +553,11 @@ func (c *Config) validate(v *validator) {
 	case "auto", "xclient", "xforward", "off":
 	default:
 		v.errorf("upstream.xclient", "%q: want auto, xclient, xforward or off", c.Upstream.XClient)
+	}
+	if p := c.Upstream.Pool; p.MaxMessages < 0 {
+		v.errorf("upstream.pool.max_messages", "%d: want a positive number", p.MaxMessages)
+	} else if p.MaxIdle < 0 {
+		v.errorf("upstream.pool.max_idle", "%d: want a positive number", p.MaxIdle)
 	}
 	for i, d := range c.Domains {
 		if d == "" || strings.ContainsAny(d, " @[]") {

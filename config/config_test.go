@@ -20,6 +20,9 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if c.Limits.MaxMessageBytes != DefaultMaxMessageBytes || c.Limits.MaxRecipients != DefaultMaxRecipients {
 		t.Errorf("limits: %+v", c.Limits)
 	}
+	if p := c.Upstream.Pool; !*p.Enabled || p.MaxMessages != DefaultPoolMaxMessages || p.MaxAge.D() != DefaultPoolMaxAge || p.MaxIdle != DefaultPoolMaxIdle || p.IdleTimeout.D() != DefaultPoolIdleTimeout {
+		t.Errorf("upstream.pool defaults: %+v", p)
+	}
 	if c.Recipients.PositiveTTL.D() != 7*24*time.Hour || c.Recipients.NegativeTTL.D() != 3*time.Hour {
 		t.Errorf("probe TTLs: %+v", c.Recipients)
 	}
@@ -28,7 +31,12 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Limits != c.Limits || e.Upstream != c.Upstream || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject || e.Postmaster != c.Postmaster || e.Auth != c.Auth {
+	eu, cu := e.Upstream, c.Upstream
+	if *eu.Pool.Enabled != *cu.Pool.Enabled {
+		t.Errorf("upstream.pool.enabled: example %v, default %v", *cu.Pool.Enabled, *eu.Pool.Enabled)
+	}
+	eu.Pool.Enabled, cu.Pool.Enabled = nil, nil
+	if e.Limits != c.Limits || eu != cu || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject || e.Postmaster != c.Postmaster || e.Auth != c.Auth {
 		t.Errorf("config.example.yaml and the built-in defaults differ:\n%+v\n%+v", c.Limits, e.Limits)
 	}
 	if e.Postmaster != "postmaster@example.com" || e.Auth.FailuresPerLoginTotal != 50 {
@@ -51,6 +59,8 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"hostname: mx.example.com\nupstream:\n  timeout: soon\n", []string{"t.yaml:3:", "not a duration"}},
 		{"hostname: mx.example.com\nlog:\n  format: xml\n", []string{"t.yaml:3: log.format"}},
 		{"hostname: mx.example.com\npostmaster: nobody\n", []string{"t.yaml:2: postmaster: \"nobody\""}},
+		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_messages: -1\n", []string{"t.yaml:4: upstream.pool.max_messages"}},
+		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_age: -1s\n", []string{"t.yaml:4:", "not a duration"}},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml), "t.yaml")

@@ -3,9 +3,12 @@ package proxy
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -88,7 +91,8 @@ func (l *listener) admit(nc net.Conn) net.Conn {
 		AllowInsecureAuth: l.cfg.Auth.AllowInsecure,
 	}}
 	if l.proxy && l.trusted(remote.Addr()) {
-		pc.Conn = newProxyConn(nc)
+		pc.balancer = &balancerConn{Conn: nc}
+		pc.Conn = newProxyConn(pc.balancer)
 		pc.proxied = true
 	} else {
 		key, limit := s.lim.admitIP(remote.Addr())
@@ -179,15 +183,47 @@ type peerConn struct {
 	// header from it closes the connection.
 	watchProxyHeader bool
 	ipKey            netip.Prefix
-	connected        bool // "connect" was logged
 	guard            *guard
+
+	// A connection is logged ("connect") once the client sends its first
+	// byte, or when it ends otherwise. One the client closes without
+	// having sent anything (a load balancer's health check, a port scan)
+	// is only counted and logged at debug level: a check every 2s would
+	// otherwise fill the log with pairs and "connection reset" warnings.
+	admitted  atomic.Bool // past the limits and the PROXY header
+	balancer  *balancerConn
+	spoke     atomic.Bool // the client sent a byte
+	hungUp    atomic.Bool // the client closed (EOF or reset)
+	connected atomic.Bool // "connect" was logged
 }
 
 func (c *peerConn) Peer() *session.Peer { return c.peer }
 
-func (c *peerConn) logConnect() {
-	c.connected = true
-	c.s.Logger.Info("connect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "port", c.peer.Addr.Port(), "local", c.peer.Local.String())
+// logConnect notes that the connection is admitted; "connect" is logged
+// when the client speaks (heard) or at Close.
+func (c *peerConn) logConnect() { c.admitted.Store(true) }
+
+func (c *peerConn) emitConnect() {
+	if c.admitted.Load() && c.connected.CompareAndSwap(false, true) {
+		c.s.Logger.Info("connect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "port", c.peer.Addr.Port(), "local", c.peer.Local.String())
+	}
+}
+
+// heard marks that the client sent something.
+func (c *peerConn) heard() {
+	if c.spoke.CompareAndSwap(false, true) {
+		c.emitConnect()
+	}
+}
+
+// silentEnd turns the client's hang-up before its first byte into a
+// plain end of input: go-smtp logs a reset as an error.
+func (c *peerConn) silentEnd(err error) error {
+	if c.spoke.Load() || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		return err
+	}
+	c.hungUp.Store(true)
+	return io.EOF
 }
 
 func (c *peerConn) start() error {
@@ -226,7 +262,7 @@ func (c *peerConn) preamble() error {
 func (c *peerConn) earlyTalker() error {
 	c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Conn.Write([]byte("220-" + c.hostname + " ESMTP\r\n")); err != nil {
-		return err
+		return c.silentEnd(err)
 	}
 	c.Conn.SetReadDeadline(time.Now().Add(c.earlyWait))
 	buf := make([]byte, 512)
@@ -237,8 +273,9 @@ func (c *peerConn) earlyTalker() error {
 		if errors.As(err, &ne) && ne.Timeout() {
 			return nil // quiet: a well-behaved client
 		}
-		return err
+		return c.silentEnd(err)
 	}
+	c.heard()
 	client := c.peer.Addr.Addr().Unmap().String()
 	if c.earlyWarn {
 		c.s.Logger.Info("would reject", "session", c.peer.ID, "client", client, "stage", "connect", "check", "early_talker", "mode", "warn", "evidence", string(buf[:min(n, 60)]))
@@ -262,6 +299,11 @@ func (c *peerConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 	} else {
 		n, err = c.Conn.Read(p)
+	}
+	if n > 0 {
+		c.heard()
+	} else if err != nil {
+		err = c.silentEnd(err)
 	}
 	if n > 0 && c.watchProxyHeader {
 		c.watchProxyHeader = false
@@ -296,6 +338,9 @@ func (c *peerConn) Write(p []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.silentEnd(err) // the greeting to a health check that left
+	}
 	if c.peer.HangingUp() {
 		c.Close()
 	}
@@ -319,8 +364,16 @@ func (c *peerConn) Close() error {
 		c.s.untrack(c)
 		c.s.lim.releaseIP(c.ipKey)
 		c.s.lim.releaseGlobal()
-		if c.connected {
-			c.s.Logger.Info("disconnect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "duration", time.Since(c.peer.Start).Round(time.Millisecond).String())
+		client := c.peer.Addr.Addr().Unmap().String()
+		duration := time.Since(c.peer.Start).Round(time.Millisecond).String()
+		if c.admitted.Load() && !c.spoke.Load() && c.hungUp.Load() && !c.connected.Load() {
+			c.s.met.silentConns.Inc()
+			c.s.Logger.Debug("silent connection", "session", c.peer.ID, "client", client, "duration", duration)
+			return
+		}
+		c.emitConnect()
+		if c.connected.Load() {
+			c.s.Logger.Info("disconnect", "session", c.peer.ID, "client", client, "duration", duration)
 		}
 	})
 	return err

@@ -472,3 +472,71 @@ func TestMetricsScrapeAndEndpoints(t *testing.T) {
 		t.Errorf("POST /reload: %v %v, reloaded %d", resp, err, reloaded)
 	}
 }
+
+// A health check (connect, then close or reset without a word, as
+// HAProxy's "check" does every 2s) is counted, not logged at info level,
+// and its reset is no warning; a client that speaks is logged as before.
+func TestSilentConnectionsAreCountedNotLogged(t *testing.T) {
+	for _, tc := range []struct{ name, listen, early string }{
+		{"early_talker_0s", "", "0s"},
+		{"early_talker_2s", "", "2s"},
+		// HAProxy's plain "check" sends no PROXY header.
+		{"proxy_protocol", proxyListen("127.0.0.1"), "2s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, addr, logs := startServer(t, tc.listen, "early_talker:\n  wait: "+tc.early+"\nmetrics:\n  address: 127.0.0.1:0\n")
+			for i := 0; i < 3; i++ {
+				nc, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i%2 == 0 {
+					nc.(*net.TCPConn).SetLinger(0) // a reset, not a FIN
+				}
+				nc.Close()
+			}
+			for i := 0; !strings.Contains(scrape(t, s), "smtpgate_silent_connections_total 3"); i++ {
+				if i > 500 {
+					t.Fatalf("silent connections not counted:\n%s", scrape(t, s))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			c := dialT(t, addr)
+			if tc.listen != "" {
+				io.WriteString(c, "PROXY TCP4 192.0.2.9 127.0.0.1 4321 25\r\n")
+			}
+			if l := c.reply(); !strings.HasPrefix(l, "220 ") {
+				t.Fatalf("greeting: %q", l)
+			}
+			c.cmd("EHLO client.example.org")
+			if l := c.cmd("QUIT"); !strings.HasPrefix(l, "221 ") {
+				t.Fatalf("QUIT: %q", l)
+			}
+			c.expectEOF()
+			for i := 0; !strings.Contains(logs.String(), "msg=disconnect"); i++ {
+				if i > 500 {
+					t.Fatal("no disconnect line for the client that spoke")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			log := logs.String()
+			if n := strings.Count(log, "msg=connect "); n != 1 {
+				t.Errorf("%d connect lines, want 1 (the client that spoke):\n%s", n, log)
+			}
+			if strings.Contains(log, "reset") || strings.Contains(log, "level=WARN") {
+				t.Errorf("a health check's reset was logged as a problem:\n%s", log)
+			}
+		})
+	}
+}
+
+func scrape(t *testing.T, s *Server) string {
+	t.Helper()
+	resp, err := http.Get("http://" + s.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

@@ -22,6 +22,7 @@ type metrics struct {
 	reg *prometheus.Registry
 
 	sessionsTotal   prometheus.Counter
+	silentConns     prometheus.Counter
 	limitRejections *prometheus.CounterVec
 	replies         *prometheus.CounterVec
 	transactions    *prometheus.CounterVec
@@ -37,6 +38,8 @@ func newMetrics(s *Server) *metrics {
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.sessionsTotal = prometheus.NewCounter(prometheus.CounterOpts{Name: "smtpgate_sessions_total", Help: "Client connections accepted (not refused by a connection limit)."})
 	f(m.sessionsTotal)
+	m.silentConns = prometheus.NewCounter(prometheus.CounterOpts{Name: "smtpgate_silent_connections_total", Help: "Client connections closed by the client before it sent anything (load balancer health checks, port scans); logged at debug level only."})
+	f(m.silentConns)
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smtpgate_sessions_open", Help: "Client connections open now."}, func() float64 {
 		s.mu.Lock()
 		defer s.mu.Unlock()

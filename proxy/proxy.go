@@ -171,6 +171,8 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		}
 		users = u
 	}
+	pool := s.upstreamPool(addr, uo, cfg.Upstream.Pool)
+	s.learnMTA(pool, cfg.Upstream.ConnectTimeout.D())
 	if k := fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow); s.authLim == nil || s.authLimKey != k {
 		s.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow.D())
 		s.authLimKey = k
@@ -186,7 +188,8 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,
 		Hostname:        cfg.Hostname,
 		Policy:          policy,
-		Dial:            s.upstreamPool(addr, uo).Get,
+		Dial:            pool.Get,
+		Offer:           pool.Offers,
 		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
 		DataTimeout:     cfg.Limits.DataTimeout.D(),
 		DelayReject:     *cfg.DelayReject,
@@ -198,28 +201,36 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 	}, nil
 }
 
-// Idle MTA connections: at most half of Postfix's default_process_limit
-// (100 smtpd processes), closed after 10s idle.
-const (
-	poolMaxIdle     = 50
-	poolIdleTimeout = 10 * time.Second
-)
-
-// upstreamPool returns the pool for addr and uo, keeping the current one
-// (and its idle connections) while they do not change.
-func (s *Server) upstreamPool(addr string, uo upstream.Options) *upstream.Pool {
+// upstreamPool returns the pool for addr, uo and upstream.pool, keeping
+// the current one (and its idle connections) while they do not change.
+func (s *Server) upstreamPool(addr string, uo upstream.Options, pc config.Pool) *upstream.Pool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := fmt.Sprint(addr, uo)
+	maxIdle := pc.MaxIdle
+	if !*pc.Enabled {
+		maxIdle = 0 // nothing kept: a connection per session
+	}
+	key := fmt.Sprint(addr, uo, maxIdle, pc.IdleTimeout, pc.MaxMessages, pc.MaxAge)
 	if s.pool != nil && key == s.poolKey {
 		return s.pool
 	}
 	if s.pool != nil {
 		s.pool.Close()
 	}
-	s.pool = &upstream.Pool{Addr: addr, Opts: uo, MaxIdle: poolMaxIdle, IdleTimeout: poolIdleTimeout}
+	s.pool = &upstream.Pool{Addr: addr, Opts: uo, MaxIdle: maxIdle, IdleTimeout: pc.IdleTimeout.D(), MaxMessages: pc.MaxMessages, MaxAge: pc.MaxAge.D()}
 	s.poolKey = key
 	return s.pool
+}
+
+// learnMTA reads the MTA's EHLO (at start and on every reload), so that
+// clients are offered only the extensions it has (SMTPUTF8, DSN). An MTA
+// that does not answer now is learnt from the next connection to it.
+func (s *Server) learnMTA(pool *upstream.Pool, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := pool.Learn(ctx); err != nil {
+		s.Logger.Warn("MTA extensions not known yet: SMTPUTF8 and DSN are offered once it answers", "upstream", pool.Addr, "error", err.Error())
+	}
 }
 
 func (s *Server) resolver(cfg *config.Config) (*verify.Resolver, error) {
@@ -307,7 +318,13 @@ func (s *Server) newSMTPServer(l config.Listener) *smtp.Server {
 	srv.MaxLineLength = cfg.Limits.MaxLineLength
 	srv.ReadTimeout = cfg.Limits.CommandTimeout.D()
 	srv.WriteTimeout = cfg.Limits.CommandTimeout.D()
+	// Offered only where the MTA offers them (Settings.Offer).
 	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.Offer = func(kw string) bool {
+		st := s.backend.Settings()
+		return st.Offer == nil || st.Offer(kw)
+	}
 	// The session decides where AUTH is offered (TLS or
 	// listen[].auth.allow_insecure) and answers 538 5.7.11 itself.
 	srv.AllowInsecureAuth = true

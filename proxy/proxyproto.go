@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -26,6 +30,12 @@ func newProxyConn(nc net.Conn) *proxyproto.Conn {
 func (c *peerConn) readProxyHeader() error {
 	pc := c.Conn.(*proxyproto.Conn)
 	h := pc.ProxyHeader()
+	if h == nil && c.balancer != nil && c.balancer.silent() {
+		// The balancer's health check: connected and closed, no header.
+		c.admitted.Store(true)
+		c.hungUp.Store(true)
+		return io.EOF
+	}
 	if h == nil {
 		err := fmt.Errorf("no valid PROXY header from a proxy_protocol_from source")
 		c.s.met.limitRejected("proxy_header")
@@ -50,3 +60,23 @@ var proxyV2Sig = []byte("\r\n\r\n\x00\r\nQUIT\n")
 func isProxyHeader(b []byte) bool {
 	return bytes.HasPrefix(b, []byte("PROXY ")) || bytes.HasPrefix(b, proxyV2Sig[:min(len(b), len(proxyV2Sig))]) && len(b) >= 4
 }
+
+// balancerConn is a load balancer's connection under the PROXY protocol
+// layer; it tells a health check that closes without a byte (HAProxy's
+// plain "check") from a client that sends no valid header.
+type balancerConn struct {
+	net.Conn
+	got    atomic.Int64
+	hungUp atomic.Bool
+}
+
+func (b *balancerConn) Read(p []byte) (int, error) {
+	n, err := b.Conn.Read(p)
+	b.got.Add(int64(n))
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		b.hungUp.Store(true)
+	}
+	return n, err
+}
+
+func (b *balancerConn) silent() bool { return b.got.Load() == 0 && b.hungUp.Load() }

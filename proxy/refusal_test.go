@@ -135,7 +135,7 @@ func TestPipelinedTransactionAfterRefusalNeverReachesMTA(t *testing.T) {
 			c.cmd("EHLO bot.example.org")
 			body := strings.Repeat(strings.Repeat("x", 62)+"\r\n", size/64)
 			io.WriteString(c, "MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nSubject: pipelined\r\n\r\n"+body+".\r\nQUIT\r\n")
-			for _, want := range []string{"250 2.0.0 ", "250 2.0.0 ", "554 5.5.0 Error: SMTP protocol synchronization\r\n"} {
+			for _, want := range []string{"250 2.1.0 ", "250 2.", "554 5.5.0 Error: SMTP protocol synchronization\r\n"} {
 				if l := c.reply(); !strings.HasPrefix(l, want) {
 					t.Fatalf("want %q, got %q", want, l)
 				}

@@ -48,7 +48,7 @@ func (s *Session) Data(r io.Reader) error {
 	if s.up == nil || !s.upMail {
 		// Every accepted RCPT opened the transaction upstream; a broken
 		// connection since then means the MTA went away.
-		return s.upstreamFailure("data", errors.New("no upstream transaction"))
+		return s.upstreamFailure("data", errTransactionLost)
 	}
 	br := lineReaders.Get().(*bufio.Reader)
 	br.Reset(&deadlineReader{r: r, s: s})

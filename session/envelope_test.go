@@ -102,11 +102,11 @@ func TestPostmasterWithoutDomain(t *testing.T) {
 	g := startGate(t, m, gateOptions{postmaster: "hostmaster@example.com"})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
-	c.expect("MAIL FROM:<a@example.org>", 250, "2.0.0")
+	c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
 	c.expect("RCPT TO:<postmaster>", 250, "")
 	c.expect("RCPT TO:<PostMaster>", 250, "")
 	c.expect("RSET", 250, "")
-	c.expect("MAIL FROM:<a@example.org>", 250, "2.0.0")
+	c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
 	c.expect("RCPT TO:<POSTMASTER>", 250, "")
 	// Any other local part still needs a domain.
 	c.expect("RCPT TO:<webmaster>", 501, "5.5.2")
@@ -149,7 +149,7 @@ func TestPathLimits(t *testing.T) {
 		{"non-ASCII sender with SMTPUTF8", "<j\u00f6rg@example.org> SMTPUTF8", "<b@example.com>", 250, "", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			m := startMTA(t, nil)
+			m := startMTA(t, func(m *fakeMTA) { m.smtputf8 = true })
 			g := startGate(t, m, gateOptions{})
 			c := dialGate(t, g)
 			c.expect("EHLO client.test", 250, "")
@@ -159,7 +159,7 @@ func TestPathLimits(t *testing.T) {
 				// No transaction was opened.
 				c.envelope("a@example.org", "b@example.com")
 			} else {
-				c.expect("MAIL FROM:"+tt.mail, 250, "2.0.0")
+				c.expect("MAIL FROM:"+tt.mail, 250, "2.1.0")
 				if rep := c.expect("RCPT TO:"+tt.rcpt, tt.code, tt.enhanced); tt.code != 250 {
 					checkASCII(t, rep)
 				}

@@ -47,6 +47,9 @@ type Settings struct {
 	// ClientName returns the client's forward-confirmed reverse DNS name
 	// ("" if none); nil skips the lookup.
 	ClientName func(ctx context.Context, ip netip.Addr) string
+	// Offer, when set, reports whether the MTA offers an EHLO keyword
+	// (SMTPUTF8, DSN): clients are offered only what the MTA takes.
+	Offer func(keyword string) bool
 	// Users are our users for SMTP AUTH; nil means no AUTH.
 	Users Authenticator
 	// AuthLimiter throttles failed AUTH across sessions; may be nil.
@@ -295,8 +298,19 @@ func (s *Session) Logout() error {
 	return nil
 }
 
+// replyMailOK answers an accepted MAIL (RFC 3463 X.1.0: other address
+// status, sender ok); the MTA has not been asked yet.
+var replyMailOK = &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 1, 0}, Message: "Ok"}
+
 // Mail is MAIL FROM.
 func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+	if err := s.mail(from, opts); err != nil {
+		return err
+	}
+	return replyMailOK
+}
+
+func (s *Session) mail(from string, opts *smtp.MailOptions) error {
 	if s.peer.HangingUp() {
 		return errClosing
 	}
@@ -322,6 +336,9 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	utf8 := opts != nil && opts.UTF8
 	if err := s.checkPath(verify.StageMail, from, utf8); err != nil {
 		return err
+	}
+	if opts != nil && len(opts.EnvelopeID) > maxEnvelopeID {
+		return s.refuseParam("mail", errParamTooLong("ENVID", maxEnvelopeID), "from", from)
 	}
 	s.txn++
 	s.utf8 = utf8
@@ -377,8 +394,113 @@ func mailParams(o *smtp.MailOptions) []string {
 	if o.UTF8 {
 		p = append(p, "SMTPUTF8")
 	}
+	// DSN (RFC 3461 §4.3, §4.4): passed on unchanged, xtext-encoded
+	// again after go-smtp decoded and checked them.
+	if o.Return != "" {
+		p = append(p, "RET="+string(o.Return))
+	}
+	if o.EnvelopeID != "" {
+		p = append(p, "ENVID="+xtext(o.EnvelopeID))
+	}
 	return p
 }
+
+// RFC 3461 bounds: ENVID 100 characters (§4.4), ORCPT 500 (§4.2).
+const (
+	maxEnvelopeID = 100
+	maxOrigRcpt   = 500
+)
+
+func errParamTooLong(name string, n int) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: fmt.Sprintf("%s parameter longer than %d characters (RFC 3461)", name, n)}
+}
+
+// refuseParam logs the refusal of an ESMTP parameter and returns it.
+func (s *Session) refuseParam(stage string, e *smtp.SMTPError, attrs ...any) error {
+	s.refuse(stage, "esmtp_params", e, attrs...)
+	return e
+}
+
+// paramExtension is the EHLO keyword the MTA must have announced for a
+// parameter to be passed on.
+var paramExtension = map[string]string{"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN", "NOTIFY": "DSN", "ORCPT": "DSN"}
+
+// rcptParams formats the RCPT parameters to pass on: DSN's NOTIFY and
+// ORCPT (RFC 3461 §4.1, §4.2).
+func rcptParams(o *smtp.RcptOptions) ([]string, *smtp.SMTPError) {
+	if o == nil {
+		return nil, nil
+	}
+	var p []string
+	if len(o.Notify) > 0 {
+		n := make([]string, len(o.Notify))
+		for i, v := range o.Notify {
+			n[i] = string(v)
+		}
+		p = append(p, "NOTIFY="+strings.Join(n, ","))
+	}
+	if o.OriginalRecipient != "" {
+		var v string
+		switch o.OriginalRecipientType {
+		case smtp.DSNAddressTypeUTF8:
+			v = "utf-8;" + utf8AddrXtext(o.OriginalRecipient)
+		default:
+			v = "rfc822;" + xtext(o.OriginalRecipient)
+		}
+		if len(v) > maxOrigRcpt {
+			return nil, errParamTooLong("ORCPT", maxOrigRcpt)
+		}
+		p = append(p, "ORCPT="+v)
+	}
+	return p, nil
+}
+
+// xtext encodes per RFC 3461 §4.
+func xtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch < '!' || ch > '~' || ch == '+' || ch == '=' {
+			fmt.Fprintf(&b, "+%02X", ch)
+			continue
+		}
+		b.WriteByte(ch)
+	}
+	return b.String()
+}
+
+// utf8AddrXtext encodes per RFC 6533 §3 (utf-8-addr-xtext).
+func utf8AddrXtext(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < '!' || r == '+' || r == '=' || r == '\\' || r == 0x7f {
+			fmt.Fprintf(&b, "\\x{%X}", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// upstreamParams are params as this MTA connection can take them: a
+// parameter of an extension the MTA did not announce is dropped. Clients
+// are offered only the MTA's extensions (Settings.Offer), but an MTA that
+// changed since (a reload, a failover) may lack one: SMTPUTF8 is then
+// safe to drop for an all-ASCII envelope (forwardRcpt refuses the rest),
+// and a DSN request degrades to the MTA's default notifications.
+func (s *Session) upstreamParams(params []string) []string {
+	var out []string
+	for _, p := range params {
+		name, _, _ := strings.Cut(p, "=")
+		kw := paramExtension[name]
+		if _, ok := s.up.Extension(kw); kw == "" || ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+var errUTF8Unavailable = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Non-ASCII addresses are not supported by the mail server here (no SMTPUTF8)"}
 
 // Rcpt is RCPT TO: the policy first, then the MTA's own answer.
 func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
@@ -406,7 +528,15 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := s.rateLimit(to); err != nil {
 		return err
 	}
-	rep, err := s.forwardRcpt(to)
+	params, perr := rcptParams(opts)
+	if perr != nil {
+		return s.refuseParam("rcpt", perr, "rcpt", to)
+	}
+	rep, err := s.forwardRcpt(to, params)
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return s.refuseParam("rcpt", se, "rcpt", to)
+	}
 	if err != nil {
 		return s.upstreamFailure("rcpt", err, "rcpt", to)
 	}
@@ -416,7 +546,12 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.relay(rep)
 	}
 	s.env.Recipients = append(s.env.Recipients, to)
-	return nil
+	// The MTA's own words (RFC 3463 X.1.5 where it gave no enhanced code).
+	ok := fromUpstream(rep)
+	if rep.Enhanced[0] == 0 {
+		ok.EnhancedCode = smtp.EnhancedCode{2, 1, 5}
+	}
+	return ok
 }
 
 // forwardRcpt opens the upstream connection if needed and sends RCPT,
@@ -425,15 +560,24 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // connection that turns out to be done (a 421, RFC 5321 §3.8; a temporary
 // refusal of MAIL where the MTA limits messages per connection; a reset)
 // is retired and the transaction tried once more on a fresh one.
-func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
+func (s *Session) forwardRcpt(to string, params []string) (*upstream.Reply, error) {
 	if s.up != nil && s.up.Broken() {
 		s.dropUpstream()
 	}
-	if s.upMail {
-		return s.up.Rcpt(s.ctx, forwardForm(to), nil)
+	if s.up != nil && !s.upMail && s.up.Spent() {
+		// upstream.pool.max_messages / max_age: a long session moves to a
+		// fresh MTA connection between transactions.
+		s.up.Quit()
+		s.up = nil
+	}
+	if !s.upMail && len(s.env.Recipients) > 0 {
+		// The MTA connection was lost after it accepted recipients: a new
+		// transaction would carry only the recipients from here on, and
+		// the message would be queued for fewer than the client was told.
+		return nil, errTransactionLost
 	}
 	for attempt := 0; ; attempt++ {
-		rep, retry, err := s.beginUpstream(to)
+		rep, retry, err := s.beginUpstream(to, params)
 		if !retry || attempt > 0 {
 			return rep, err
 		}
@@ -449,9 +593,10 @@ func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 	}
 }
 
-// beginUpstream sends MAIL and the first RCPT, dialling if need be. retry
-// reports an outcome that a fresh connection may not give.
-func (s *Session) beginUpstream(to string) (rep *upstream.Reply, retry bool, err error) {
+// beginUpstream sends MAIL (with the first RCPT) or a further RCPT,
+// dialling if need be. retry reports an outcome of MAIL and the first
+// RCPT that a fresh connection may not give.
+func (s *Session) beginUpstream(to string, params []string) (rep *upstream.Reply, retry bool, err error) {
 	if s.up == nil {
 		up, err := s.st.Dial(s.ctx, s.clientInfo())
 		if err != nil {
@@ -459,8 +604,17 @@ func (s *Session) beginUpstream(to string) (rep *upstream.Reply, retry bool, err
 		}
 		s.up = up
 	}
+	if _, ok := s.up.Extension("SMTPUTF8"); !ok && (!isASCII(to) || !isASCII(s.upFrom)) {
+		// RFC 6531 §3.5: the MTA could not take this envelope.
+		return nil, false, errUTF8Unavailable
+	}
+	params = s.upstreamParams(params)
+	if s.upMail {
+		rep, err := s.up.Rcpt(s.ctx, forwardForm(to), params)
+		return rep, false, err
+	}
 	reused := s.up.Reused()
-	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.upFrom, s.mailParams, forwardForm(to), nil)
+	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.upFrom, s.upstreamParams(s.mailParams), forwardForm(to), params)
 	if err != nil {
 		var ue *upstream.Error
 		// Not after a timeout: the client would wait twice as long.
@@ -476,6 +630,10 @@ func (s *Session) beginUpstream(to string) (rep *upstream.Reply, retry bool, err
 	}
 	return rcptRep, false, nil
 }
+
+// errTransactionLost answers a RCPT after the MTA connection that held the
+// transaction's earlier recipients went away.
+var errTransactionLost = &upstream.Error{Op: "rcpt", Err: errors.New("the MTA connection holding this transaction's recipients was lost")}
 
 // dropUpstream closes the upstream connection; the transaction there is
 // gone with it.
@@ -582,11 +740,14 @@ func fromUpstream(r *upstream.Reply) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enh, Message: msg}
 }
 
-var queuedAsRe = regexp.MustCompile(`(?i)queued as ([0-9A-Za-z]+)`)
+// queuedAsRe finds the queue id in the MTA's reply to the final dot:
+// Postfix "Ok: queued as ID", Exim "OK id=ID", OpenSMTPD "ID Message
+// accepted for delivery".
+var queuedAsRe = regexp.MustCompile(`(?i)queued as ([0-9A-Za-z]+)|\bid=([0-9A-Za-z-]+)|^([0-9a-f]{8,16}) Message accepted`)
 
 func queueID(r *upstream.Reply) string {
 	if m := queuedAsRe.FindStringSubmatch(r.Text()); m != nil {
-		return m[1]
+		return m[1] + m[2] + m[3]
 	}
 	return ""
 }

@@ -32,6 +32,8 @@ type mtaTxn struct {
 	Complete    bool // the final dot arrived
 	Data        []byte
 	Size        int64
+	MailOpts    *smtp.MailOptions
+	RcptOpts    []*smtp.RcptOptions
 }
 
 type fakeMTA struct {
@@ -43,6 +45,8 @@ type fakeMTA struct {
 	dataHook func(c *smtp.Conn, r io.Reader) error
 	// discard counts the message instead of keeping it.
 	discard bool
+	// dsn and smtputf8 make it offer DSN and SMTPUTF8.
+	dsn, smtputf8 bool
 
 	mu        sync.Mutex
 	conns     int
@@ -64,8 +68,8 @@ func startMTA(t testing.TB, configure func(m *fakeMTA)) *fakeMTA {
 	m.addr = ln.Addr().String()
 	srv := smtp.NewServer(m)
 	srv.Domain = "mta.test"
-	srv.EnableSMTPUTF8 = true
 	srv.ErrorLog = nopLogger{}
+	srv.EnableDSN, srv.EnableSMTPUTF8 = m.dsn, m.smtputf8
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -144,15 +148,15 @@ type mtaSession struct {
 	txn *mtaTxn
 }
 
-func (s *mtaSession) Mail(from string, _ *smtp.MailOptions) error {
+func (s *mtaSession) Mail(from string, opts *smtp.MailOptions) error {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
-	s.txn = &mtaTxn{From: from}
+	s.txn = &mtaTxn{From: from, MailOpts: opts}
 	s.m.txns = append(s.m.txns, s.txn)
 	return nil
 }
 
-func (s *mtaSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *mtaSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.m.rcptErr != nil {
 		if err := s.m.rcptErr(to); err != nil {
 			return err
@@ -161,6 +165,7 @@ func (s *mtaSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	s.txn.Rcpts = append(s.txn.Rcpts, to)
+	s.txn.RcptOpts = append(s.txn.RcptOpts, opts)
 	return nil
 }
 
@@ -282,6 +287,10 @@ type gateOptions struct {
 	postmaster      string
 	// dial, if set, replaces the dial to the MTA.
 	dial func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error)
+	// extensions enables DSN and SMTPUTF8, offered as the MTA does, or
+	// as offer says.
+	extensions bool
+	offer      func(kw string) bool
 }
 
 func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
@@ -325,6 +334,16 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 	srv.MaxLineLength = 2000
 	srv.EnableSMTPUTF8 = true // as the proxy does
 	srv.ErrorLog = nopLogger{}
+	if o.extensions {
+		srv.EnableDSN, srv.EnableSMTPUTF8 = true, true
+		dsn, utf8 := m.dsn, m.smtputf8
+		srv.Offer = func(kw string) bool {
+			return (kw == "DSN" && dsn) || (kw == "SMTPUTF8" && utf8)
+		}
+		if o.offer != nil {
+			srv.Offer = o.offer
+		}
+	}
 	pl := &peerListener{Listener: ln}
 	g.pl = pl
 	done := make(chan struct{})
@@ -424,7 +443,7 @@ func (c *client) expect(line string, code int, enhanced string) reply {
 // envelope says EHLO (once), MAIL and RCPT for each recipient, all accepted.
 func (c *client) envelope(from string, rcpts ...string) {
 	c.t.Helper()
-	c.expect("MAIL FROM:<"+from+">", 250, "2.0.0")
+	c.expect("MAIL FROM:<"+from+">", 250, "2.1.0")
 	for _, r := range rcpts {
 		c.expect("RCPT TO:<"+r+">", 250, "")
 	}
@@ -548,7 +567,7 @@ func TestUpstreamRcptRefusalPassedThrough(t *testing.T) {
 	g := startGate(t, m, gateOptions{})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
-	c.expect("MAIL FROM:<a@example.org>", 250, "2.0.0")
+	c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
 	rep := c.expect("RCPT TO:<nobody@example.com>", 550, "5.1.1")
 	if rep.text != "<nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table" {
 		t.Errorf("RCPT reply text %q", rep.text)
@@ -582,7 +601,7 @@ func TestMTAUnreachable(t *testing.T) {
 	g := startGate(t, nil, gateOptions{mtaAddr: closed})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
-	c.expect("MAIL FROM:<a@example.org>", 250, "2.0.0")
+	c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
 	c.expect("RCPT TO:<b@example.com>", 451, "4.4.1")
 	// No recipient was accepted: DATA is refused by go-smtp itself.
 	c.expect("DATA", 502, "5.5.1")
@@ -797,7 +816,7 @@ func TestPolicyRcptRefusal(t *testing.T) {
 	g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, rcptCheck{"bad@example.com"})})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
-	c.expect("MAIL FROM:<a@example.org>", 250, "2.0.0")
+	c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
 	rep := c.expect("RCPT TO:<bad@example.com>", 550, "5.7.1")
 	if rep.text != "Recipient refused by test check" {
 		t.Errorf("RCPT reply text %q", rep.text)

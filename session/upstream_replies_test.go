@@ -415,3 +415,63 @@ func TestOutOfFileDescriptors(t *testing.T) {
 		t.Errorf("reply %v does not say what is wrong", rep)
 	}
 }
+
+// The MTA connection is lost after the MTA accepted the first recipient:
+// a later RCPT must not open a new transaction on a fresh connection,
+// which would queue the message for the later recipients only while the
+// client was told all of them were accepted. Every later RCPT and the
+// message get 451 4.4.2 until RSET, and no message reaches any MTA connection.
+func TestLostTransactionIsNotRebuiltWithFewerRecipients(t *testing.T) {
+	m := startRawMTA(t,
+		func(c *rawConn) {
+			c.greet()
+			c.envelope()
+			c.expect("RCPT TO:")
+			// The MTA goes away without answering.
+		},
+		func(c *rawConn) {
+			// Reached only by a fresh transaction: accept it whole.
+			c.greet()
+			c.envelope()
+			for {
+				l := c.line()
+				switch {
+				case strings.HasPrefix(l, "RCPT TO:"):
+					c.send("250 2.1.5 Ok")
+				case l == "DATA":
+					c.send("354 go ahead")
+					for {
+						b, err := c.r.ReadString('\n')
+						if err != nil {
+							return
+						}
+						if b == ".\r\n" {
+							c.m.mu.Lock()
+							c.m.dots++
+							c.m.mu.Unlock()
+							c.send("250 2.0.0 Ok: queued as LOST")
+							break
+						}
+					}
+				case l == "QUIT", l == "":
+					return
+				default:
+					c.send("250 2.0.0 Ok")
+				}
+			}
+		},
+	)
+	g := startGate(t, nil, gateOptions{mtaAddr: m.addr})
+	c := dialGate(t, g)
+	c.expect("EHLO client.test", 250, "")
+	c.envelope("a@example.org", "b@example.com")
+	c.expect("RCPT TO:<c@example.com>", 451, "4.4.2")
+	c.expect("RCPT TO:<d@example.com>", 451, "4.4.2")
+	sendMessage(c)
+	c.expect("", 451, "4.4.2")
+	c.expect("RSET", 250, "")
+	c.expect("QUIT", 221, "")
+	if n := m.dotCount(); n != 0 {
+		t.Fatalf("%d message(s) reached the MTA with part of the recipients", n)
+	}
+}

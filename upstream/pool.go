@@ -3,7 +3,9 @@ package upstream
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,15 +19,33 @@ import (
 // its MTA session carries no login (XCLIENT LOGIN is not reliably
 // cleared). XFORWARD connections are reused too: the XFORWARD line is
 // sent before every MAIL anyway.
+//
+// A connection is retired after MaxMessages transactions or MaxAge: an
+// MTA's per-connection limits (Exim's smtp_accept_max_per_connection and
+// smtp_accept_queue_per_connection, OpenSMTPD's max-mails) and the
+// configuration its process read at connect (Postfix keeps a reused smtpd
+// on the old restrictions after a reload) must never reach unrelated
+// clients.
 type Pool struct {
 	Addr string
 	Opts Options
 	// MaxIdle bounds the idle connections kept; each holds one of the
-	// MTA's smtpd processes.
+	// MTA's smtpd processes. 0 keeps none: every session dials.
 	MaxIdle int
 	// IdleTimeout closes connections idle for longer, well before the
 	// MTA's own timeout (Postfix smtpd_timeout: 300s).
 	IdleTimeout time.Duration
+	// MaxMessages retires a connection after that many transactions
+	// (MAIL commands); 0 means no bound.
+	MaxMessages int
+	// MaxAge retires a connection that old; 0 means no bound.
+	MaxAge time.Duration
+
+	// now is time.Now; tests replace it.
+	now func() time.Time
+	// ext is the EHLO keywords of the newest connection to the MTA
+	// (Offers).
+	ext atomic.Pointer[map[string]string]
 
 	mu     sync.Mutex
 	idle   []idleConn
@@ -61,7 +81,55 @@ func (p *Pool) Get(ctx context.Context, client *ClientInfo) (*Conn, error) {
 		return nil, err
 	}
 	c.pool = p
+	c.born = p.clock()
+	p.learn(c)
 	return c, nil
+}
+
+// Learn connects to the MTA once to learn its EHLO keywords (Offers), as
+// at start and after a reload, and says QUIT.
+func (p *Pool) Learn(ctx context.Context) error {
+	c, err := Dial(ctx, p.Addr, p.Opts, nil)
+	if err != nil {
+		return err
+	}
+	p.learn(c)
+	c.quit()
+	return nil
+}
+
+// learn keeps c's EHLO keywords (a map that is never changed after its
+// EHLO, so it can be shared).
+func (p *Pool) learn(c *Conn) {
+	ext := c.ext
+	p.ext.Store(&ext)
+}
+
+// Offers reports whether the MTA announced the EHLO keyword on the newest
+// connection (Learn, or any new one); false while nothing is known.
+func (p *Pool) Offers(kw string) bool {
+	ext := p.ext.Load()
+	if ext == nil {
+		return false
+	}
+	_, ok := (*ext)[strings.ToUpper(kw)]
+	return ok
+}
+
+func (p *Pool) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+// spent reports whether c has done its share: MaxMessages transactions or
+// MaxAge.
+func (p *Pool) spent(c *Conn) bool {
+	if p.MaxMessages > 0 && c.messages >= p.MaxMessages {
+		return true
+	}
+	return p.MaxAge > 0 && p.clock().Sub(c.born) >= p.MaxAge
 }
 
 func (p *Pool) take() *Conn {
@@ -72,7 +140,7 @@ func (p *Pool) take() *Conn {
 		// the old ones age out.
 		ic := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if time.Since(ic.since) < p.IdleTimeout {
+		if time.Since(ic.since) < p.IdleTimeout && !p.spent(ic.c) {
 			return ic.c
 		}
 		go ic.c.quit()
@@ -83,7 +151,7 @@ func (p *Pool) take() *Conn {
 // put keeps c for reuse, or closes it.
 func (p *Pool) put(c *Conn) {
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= p.MaxIdle {
+	if p.closed || len(p.idle) >= p.MaxIdle || p.spent(c) {
 		p.mu.Unlock()
 		c.quit()
 		return
@@ -179,16 +247,22 @@ func (c *Conn) reuse(ctx context.Context, client *ClientInfo) error {
 }
 
 // alive reports whether the MTA has neither closed the idle connection
-// nor said anything (a 421 on its shutdown or timeout) since.
+// nor said anything (a 421 on its shutdown or timeout) since. It peeks
+// at the socket without blocking (see alive_unix.go): a read with a
+// deadline already past never reaches the socket in Go, so it cannot
+// see a close.
 func (c *Conn) alive() bool {
 	if c.r.Buffered() > 0 {
 		return false
 	}
-	c.nc.SetReadDeadline(time.Now())
-	_, err := c.r.Peek(1)
-	c.nc.SetReadDeadline(time.Time{})
-	var ne interface{ Timeout() bool }
-	return errors.As(err, &ne) && ne.Timeout()
+	return peekIdle(c.nc)
+}
+
+// Spent reports whether c came from a Pool and has done its share
+// (Pool.MaxMessages, Pool.MaxAge): a session holding it for many messages
+// should Quit it and take a fresh one before the next transaction.
+func (c *Conn) Spent() bool {
+	return c.pool != nil && c.pool.spent(c)
 }
 
 // reusable reports whether c may go back to a pool.

@@ -152,6 +152,10 @@ type Conn struct {
 	// presented is set once XCLIENT succeeded: the MTA holds that
 	// client's identity until the next XCLIENT.
 	presented bool
+	// born is when c was dialled and messages the MAIL commands sent on
+	// it, for Pool.MaxAge and Pool.MaxMessages.
+	born     time.Time
+	messages int
 }
 
 // stampWriter notes when bytes last went to the MTA.
@@ -662,6 +666,7 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 		}
 		writeCmd(c.w, "MAIL FROM:<", from, mailParams)
 		c.txn = true
+		c.messages++
 		if err := c.flush("mail"); err != nil {
 			return nil, nil, err
 		}
@@ -677,6 +682,7 @@ func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to s
 	}
 	writeCmd(c.w, "MAIL FROM:<", from, mailParams)
 	c.txn = true
+	c.messages++
 	if to != "" {
 		writeCmd(c.w, "RCPT TO:<", to, rcptParams)
 	}

@@ -50,7 +50,30 @@ type Conn struct {
 	// could not be written; no further command is handled then, even if
 	// the client's pipelined commands are still buffered.
 	done atomic.Bool
+	// withheld are the extensions the last HELO/EHLO did not offer
+	// (Server.Offer).
+	withheld map[string]bool
 }
+
+// offer asks Server.Offer at HELO/EHLO which optional extensions this
+// session gets.
+func (c *Conn) offer() {
+	c.withheld = nil
+	if c.server.Offer == nil {
+		return
+	}
+	for _, kw := range []string{"SMTPUTF8", "DSN"} {
+		if !c.server.Offer(kw) {
+			if c.withheld == nil {
+				c.withheld = map[string]bool{}
+			}
+			c.withheld[kw] = true
+		}
+	}
+}
+
+func (c *Conn) smtputf8() bool { return c.server.EnableSMTPUTF8 && !c.withheld["SMTPUTF8"] }
+func (c *Conn) dsn() bool      { return c.server.EnableDSN && !c.withheld["DSN"] }
 
 func newConn(c net.Conn, s *Server) *Conn {
 	sc := &Conn{
@@ -258,6 +281,7 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 
 		c.setSession(sess)
 	}
+	c.offer()
 
 	if !enhanced {
 		c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Hello %s", domain))
@@ -285,7 +309,7 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 			caps = append(caps, authCap)
 		}
 	}
-	if c.server.EnableSMTPUTF8 {
+	if c.smtputf8() {
 		caps = append(caps, "SMTPUTF8")
 	}
 	if _, isTLS := c.TLSConnectionState(); isTLS && c.server.EnableREQUIRETLS {
@@ -294,7 +318,7 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 	if c.server.EnableBINARYMIME {
 		caps = append(caps, "BINARYMIME")
 	}
-	if c.server.EnableDSN {
+	if c.dsn() {
 		caps = append(caps, "DSN")
 	}
 	if c.server.MaxMessageBytes > 0 {
@@ -378,14 +402,14 @@ func (c *Conn) handleMail(arg string) {
 
 			opts.Size = int64(size)
 		case "SMTPUTF8":
-			if !c.server.EnableSMTPUTF8 {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "SMTPUTF8 is not implemented")
+			if !c.smtputf8() {
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "SMTPUTF8 parameter not supported")
 				return
 			}
 			opts.UTF8 = true
 		case "REQUIRETLS":
 			if !c.server.EnableREQUIRETLS {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "REQUIRETLS is not implemented")
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "REQUIRETLS parameter not supported")
 				return
 			}
 			opts.RequireTLS = true
@@ -394,7 +418,7 @@ func (c *Conn) handleMail(arg string) {
 			switch BodyType(value) {
 			case BodyBinaryMIME:
 				if !c.server.EnableBINARYMIME {
-					c.writeResponse(504, EnhancedCode{5, 5, 4}, "BINARYMIME is not implemented")
+					c.writeResponse(555, EnhancedCode{5, 5, 4}, "BINARYMIME parameter not supported")
 					return
 				}
 				c.binarymime = true
@@ -406,8 +430,8 @@ func (c *Conn) handleMail(arg string) {
 			}
 			opts.Body = BodyType(value)
 		case "RET":
-			if !c.server.EnableDSN {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "RET is not implemented")
+			if !c.dsn() {
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "RET parameter not supported")
 				return
 			}
 			value = strings.ToUpper(value)
@@ -420,8 +444,8 @@ func (c *Conn) handleMail(arg string) {
 			}
 			opts.Return = DSNReturn(value)
 		case "ENVID":
-			if !c.server.EnableDSN {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "ENVID is not implemented")
+			if !c.dsn() {
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "ENVID parameter not supported")
 				return
 			}
 			value, err := decodeXtext(value)
@@ -448,17 +472,19 @@ func (c *Conn) handleMail(arg string) {
 			}
 			opts.Auth = &value
 		default:
-			c.writeResponse(500, EnhancedCode{5, 5, 4}, "Unknown MAIL FROM argument")
+			c.writeResponse(555, EnhancedCode{5, 5, 4}, "Unknown MAIL FROM parameter")
 			return
 		}
 	}
 
-	if err := c.Session().Mail(from, opts); err != nil {
+	if err := c.Session().Mail(from, opts); err != nil && !isPositive(err) {
 		c.writeError(451, EnhancedCode{4, 0, 0}, err)
 		return
+	} else if err != nil {
+		c.writeError(250, EnhancedCode{2, 1, 0}, err)
+	} else {
+		c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Roger, accepting mail from <%v>", from))
 	}
-
-	c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Roger, accepting mail from <%v>", from))
 	c.fromReceived = true
 }
 
@@ -728,8 +754,8 @@ func (c *Conn) handleRcpt(arg string) {
 	for key, value := range args {
 		switch key {
 		case "NOTIFY":
-			if !c.server.EnableDSN {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "NOTIFY is not implemented")
+			if !c.dsn() {
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "NOTIFY parameter not supported")
 				return
 			}
 			notify := []DSNNotify{}
@@ -742,8 +768,8 @@ func (c *Conn) handleRcpt(arg string) {
 			}
 			opts.Notify = notify
 		case "ORCPT":
-			if !c.server.EnableDSN {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "ORCPT is not implemented")
+			if !c.dsn() {
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "ORCPT parameter not supported")
 				return
 			}
 			aType, aAddr, err := decodeTypedAddress(value)
@@ -755,7 +781,7 @@ func (c *Conn) handleRcpt(arg string) {
 			opts.OriginalRecipient = aAddr
 		case "RRVS":
 			if !c.server.EnableRRVS {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "RRVS is not implemented")
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "RRVS parameter not supported")
 				return
 			}
 			value, _, _ = strings.Cut(value, ";") // discard the no-support action
@@ -767,7 +793,7 @@ func (c *Conn) handleRcpt(arg string) {
 			opts.RequireRecipientValidSince = rrvsTime
 		case "BY":
 			if !c.server.EnableDELIVERBY {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "DELIVERBY is not implemented")
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "DELIVERBY parameter not supported")
 				return
 			}
 			deliverBy := parseDeliverByArgument(value)
@@ -784,7 +810,7 @@ func (c *Conn) handleRcpt(arg string) {
 			opts.DeliverBy = deliverBy
 		case "MT-PRIORITY":
 			if !c.server.EnableMTPRIORITY {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "MT-PRIORITY is not implemented")
+				c.writeResponse(555, EnhancedCode{5, 5, 4}, "MT-PRIORITY parameter not supported")
 				return
 			}
 			mtPriority, err := strconv.Atoi(value)
@@ -798,17 +824,29 @@ func (c *Conn) handleRcpt(arg string) {
 			}
 			opts.MTPriority = &mtPriority
 		default:
-			c.writeResponse(500, EnhancedCode{5, 5, 4}, "Unknown RCPT TO argument")
+			c.writeResponse(555, EnhancedCode{5, 5, 4}, "Unknown RCPT TO parameter")
 			return
 		}
 	}
 
-	if err := c.Session().Rcpt(recipient, opts); err != nil {
+	err = c.Session().Rcpt(recipient, opts)
+	if err != nil && !isPositive(err) {
 		c.writeError(451, EnhancedCode{4, 0, 0}, err)
 		return
 	}
 	c.recipients = append(c.recipients, recipient)
+	if err != nil {
+		c.writeError(250, EnhancedCode{2, 1, 5}, err)
+		return
+	}
 	c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("I'll make sure <%v> gets this", recipient))
+}
+
+// isPositive reports an *SMTPError with a 2xx code: a Session's own
+// success reply for MAIL or RCPT (a proxy passes its server's words).
+func isPositive(err error) bool {
+	se, ok := err.(*SMTPError)
+	return ok && se.Code >= 200 && se.Code < 300
 }
 
 func checkNotifySet(values []DSNNotify) error {

@@ -61,6 +61,12 @@ type Server struct {
 	// Should be used only if backend supports it.
 	EnableRRVS bool
 
+	// Offer, when set, is asked at each HELO/EHLO whether to offer an
+	// enabled optional extension ("SMTPUTF8", "DSN") to this session: a
+	// proxy offers only what the server behind it offers. Parameters of
+	// an extension not offered are refused with 555 5.5.4.
+	Offer func(keyword string) bool
+
 	// Advertise DELIVERBY (RFC 2852) capability.
 	// Should be used only if backend supports it.
 	EnableDELIVERBY bool
