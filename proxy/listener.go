@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -164,6 +165,9 @@ type peerConn struct {
 	peer    *session.Peer
 	closing sync.Once
 	bye     sync.Once
+	// leaving is set by goodbye: what is written from then on is not the
+	// session's.
+	leaving atomic.Bool
 
 	// The preamble (start) runs once, before go-smtp's first read or
 	// write: PROXY header, per-IP limits for proxied clients, early talker.
@@ -179,14 +183,20 @@ type peerConn struct {
 	// header from it closes the connection.
 	watchProxyHeader bool
 	ipKey            netip.Prefix
-	connected        bool // "connect" was logged
-	guard            *guard
+	// connected says "connect" was logged; Close, which logs the
+	// disconnect, may run on the shutdown goroutine.
+	connected atomic.Bool
+	// wmu orders the replies of the session with the 421 that goodbye
+	// writes from the shutdown goroutine, and keeps the guard, which is
+	// the session's, away from that goroutine.
+	wmu   sync.Mutex
+	guard *guard
 }
 
 func (c *peerConn) Peer() *session.Peer { return c.peer }
 
 func (c *peerConn) logConnect() {
-	c.connected = true
+	c.connected.Store(true)
 	c.s.Logger.Info("connect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "port", c.peer.Addr.Port(), "local", c.peer.Local.String())
 }
 
@@ -273,7 +283,9 @@ func (c *peerConn) Read(p []byte) (int, error) {
 		}
 	}
 	if n > 0 && c.guard != nil {
+		c.wmu.Lock()
 		c.guard.in(p[:n])
+		c.wmu.Unlock()
 	}
 	return n, err
 }
@@ -282,7 +294,9 @@ func (c *peerConn) Write(p []byte) (int, error) {
 	if err := c.start(); err != nil {
 		return 0, err
 	}
-	if c.guard != nil {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.guard != nil && !c.leaving.Load() {
 		if reply, check := c.guard.out(p, c.inputWaiting); reply != "" {
 			c.s.met.limitRejected(check)
 			c.s.met.Decision("session", check, 421, false)
@@ -309,7 +323,7 @@ func (c *peerConn) Close() error {
 		c.s.untrack(c)
 		c.s.lim.releaseIP(c.ipKey)
 		c.s.lim.releaseGlobal()
-		if c.connected {
+		if c.connected.Load() {
 			c.s.Logger.Info("disconnect", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "duration", time.Since(c.peer.Start).Round(time.Millisecond).String())
 		}
 	})
@@ -318,14 +332,26 @@ func (c *peerConn) Close() error {
 
 // goodbye tells the client the server is going away (RFC 5321 §3.8) and
 // closes the connection; go-smtp's read then fails and the session ends.
+//
+// It runs on the shutdown goroutine while the session may be writing: the
+// 421 goes out between two of the session's replies (wmu), and the
+// session's guard never sees it.
 func (c *peerConn) goodbye() {
 	c.bye.Do(func() {
-		w := net.Conn(c.Conn)
-		if top := c.peer.Top(); top != nil {
-			w = top
+		c.leaving.Store(true)
+		const bye = "421 4.3.2 Service shutting down, try again later\r\n"
+		if top := c.peer.Top(); top != nil && top != net.Conn(c) {
+			// TLS: its records go out through c.Write, one at a time.
+			top.SetWriteDeadline(time.Now().Add(time.Second))
+			top.Write([]byte(bye))
+		} else {
+			// The deadline first: it also ends a write of the session's
+			// that a client who does not read keeps blocked.
+			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			c.wmu.Lock()
+			c.Conn.Write([]byte(bye))
+			c.wmu.Unlock()
 		}
-		w.SetWriteDeadline(time.Now().Add(time.Second))
-		w.Write([]byte("421 4.3.2 Service shutting down, try again later\r\n"))
 		c.Close()
 	})
 }
