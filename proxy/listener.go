@@ -107,6 +107,7 @@ func (l *listener) admit(nc net.Conn) net.Conn {
 		pc.earlyWarn = cfg.EarlyTalker.Mode == "warn"
 		pc.hostname = cfg.Hostname
 	}
+	pc.txnIdle = cfg.Limits.TransactionIdleTimeout.D()
 	s.track(pc)
 	if !pc.proxied {
 		pc.logConnect()
@@ -191,6 +192,12 @@ type peerConn struct {
 	// the session's, away from that goroutine.
 	wmu   sync.Mutex
 	guard *guard
+	// txnIdle is limits.transaction_idle_timeout; idleCut says the read
+	// deadline in force was shortened to it, idleLogged that its timeout
+	// was logged.
+	txnIdle    time.Duration
+	idleCut    atomic.Bool
+	idleLogged atomic.Bool
 }
 
 func (c *peerConn) Peer() *session.Peer { return c.peer }
@@ -272,6 +279,9 @@ func (c *peerConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 	} else {
 		n, err = c.Conn.Read(p)
+		if err != nil {
+			c.logIdle(err)
+		}
 	}
 	if n > 0 && c.watchProxyHeader {
 		c.watchProxyHeader = false
@@ -311,6 +321,34 @@ func (c *peerConn) Write(p []byte) (int, error) {
 		c.Close()
 	}
 	return n, err
+}
+
+// SetReadDeadline is how go-smtp waits for the next command (and the
+// session for the next piece of DATA): while the session holds a
+// connection to the MTA, the wait is at most limits.transaction_idle_timeout,
+// so a client that goes quiet there does not keep one of the MTA's
+// processes for the whole command_timeout.
+func (c *peerConn) SetReadDeadline(t time.Time) error {
+	cut := false
+	if c.txnIdle > 0 && c.peer.HoldsUpstream() {
+		if limit := time.Now().Add(c.txnIdle); t.IsZero() || t.After(limit) {
+			t, cut = limit, true
+		}
+	}
+	c.idleCut.Store(cut)
+	return c.Conn.SetReadDeadline(t)
+}
+
+// logIdle logs, once, a read that ended on a deadline SetReadDeadline
+// shortened: go-smtp answers it with 421 4.4.2 and closes.
+func (c *peerConn) logIdle(err error) {
+	var ne net.Error
+	if !c.idleCut.Load() || !errors.As(err, &ne) || !ne.Timeout() || !c.idleLogged.CompareAndSwap(false, true) {
+		return
+	}
+	c.s.met.limitRejected("transaction_idle_timeout")
+	c.s.met.Decision("session", "transaction_idle_timeout", 421, false)
+	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "session", "check", "transaction_idle_timeout", "reply", "421 4.4.2 Idle timeout, bye bye", "evidence", "no input for "+c.txnIdle.String()+" while holding a connection to the MTA")
 }
 
 // inputWaiting reports whether the client has sent bytes we have not read

@@ -57,7 +57,7 @@ func newMetrics(s *Server) *metrics {
 	f(dnsCollector{s})
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, l := range []string{limMaxConns, limMaxConnsPerIP, limConnRate, limMessages, limRecipients, limRcptsPerSender, "early_talker", "unauth_pipelining", "max_errors", "max_unknown_commands", "max_junk_commands"} {
+	for _, l := range []string{limMaxConns, limMaxConnsPerIP, limConnRate, limMessages, limRecipients, limRcptsPerSender, "early_talker", "unauth_pipelining", "max_errors", "max_unknown_commands", "max_junk_commands", limUpstreamConns, limUpstreamConnsPerIP, "transaction_idle_timeout"} {
 		m.limitRejections.WithLabelValues(l)
 	}
 	return m

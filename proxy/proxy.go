@@ -53,6 +53,7 @@ type Server struct {
 	authLimKey string
 
 	lim    *limiter
+	upLim  *upstreamLimiter
 	met    *metrics
 	http   *http.Server
 	httpLn net.Listener
@@ -77,6 +78,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.met = newMetrics(s)
 	s.lim = newLimiter(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
 	s.lim.onReject = s.met.limitRejected
+	s.upLim = newUpstreamLimiter(s.lim)
+	s.upLim.onReject = s.met.limitRejected
+	s.upLim.set(cfg.Upstream.MaxConnections, cfg.Upstream.MaxConnectionsPerIP)
 	cert, err := loadCert(cfg)
 	if err != nil {
 		return nil, err
@@ -210,7 +214,7 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,
 		Hostname:        cfg.Hostname,
 		Policy:          policy,
-		Dial:            b.pool.Get,
+		Dial:            s.upLim.wrap(b.pool.Get),
 		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
 		DataTimeout:     cfg.Limits.DataTimeout.D(),
 		DelayReject:     *cfg.DelayReject,
@@ -391,6 +395,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	s.install(b)
 	s.cert.Store(cert)
 	s.lim.set(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
+	s.upLim.set(cfg.Upstream.MaxConnections, cfg.Upstream.MaxConnectionsPerIP)
 	s.backend.Swap(st)
 	s.cfg.Store(cfg)
 	s.Logger.Info("reloaded", "config", cfg.Path, "checks", strings.Join(st.Policy.Names(), ","))

@@ -153,7 +153,7 @@ var discardedOK = &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 
 func (s *Session) dataError(err error, upstreamStarted bool) error {
 	if upstreamStarted && s.up != nil {
 		s.up.Abort()
-		s.up = nil
+		s.setUp(nil)
 	} else if s.up != nil {
 		s.up.Reset()
 	}

@@ -262,7 +262,7 @@ func (s *Session) Logout() error {
 	defer s.mu.Unlock()
 	if s.up != nil {
 		s.up.Quit()
-		s.up = nil
+		s.setUp(nil)
 	}
 	s.peer.setBusy(false)
 	s.cancel()
@@ -361,6 +361,10 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	rep, err := s.forwardRcpt(to)
 	if err != nil {
+		var le *LimitError
+		if errors.As(err, &le) {
+			return s.limitRefusal(le, to)
+		}
 		return s.upstreamFailure("rcpt", err, "rcpt", to)
 	}
 	if rep.Code/100 != 2 {
@@ -377,7 +381,7 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 	if s.up != nil && s.up.Broken() {
 		s.up.Close()
-		s.up = nil
+		s.setUp(nil)
 		s.upMail = false
 	}
 	if s.up == nil {
@@ -385,7 +389,7 @@ func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.up = up
+		s.setUp(up)
 	}
 	if s.upMail {
 		return s.up.Rcpt(s.ctx, forwardForm(to), nil)
@@ -399,6 +403,13 @@ func (s *Session) forwardRcpt(to string) (*upstream.Reply, error) {
 	}
 	s.upMail = true
 	return rcptRep, nil
+}
+
+// setUp records the MTA connection the session holds (nil: none), and
+// tells the listener through the Peer.
+func (s *Session) setUp(c *upstream.Conn) {
+	s.up = c
+	s.peer.upstream.Store(c != nil)
 }
 
 func (s *Session) clientInfo() *upstream.ClientInfo {
@@ -422,7 +433,7 @@ func (s *Session) clientInfo() *upstream.ClientInfo {
 func (s *Session) upstreamFailure(stage string, err error, attrs ...any) error {
 	if s.up != nil {
 		s.up.Close()
-		s.up = nil
+		s.setUp(nil)
 	}
 	s.upMail = false
 	reply := &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Service temporarily unavailable: mail server not reachable, try again later"}
