@@ -151,7 +151,7 @@ type Limits struct {
 	// shorter, while the session holds a connection to the MTA (one of its
 	// processes): a client quiet for longer gets 421 4.4.2.
 	TransactionIdleTimeout Duration `yaml:"transaction_idle_timeout"`
-	EdgeLimits      `yaml:",inline"`
+	EdgeLimits             `yaml:",inline"`
 }
 
 // Log configures logging.
