@@ -81,6 +81,7 @@ type postfix struct {
 	dir  string
 	port int
 	mu   sync.Mutex
+	env  []string // for postfix.sh (PROCESS_LIMIT=...)
 }
 
 func startPostfix(dir string) (*postfix, error) {
@@ -89,7 +90,9 @@ func startPostfix(dir string) (*postfix, error) {
 }
 
 func (p *postfix) start() error {
-	out, err := exec.Command("bash", filepath.Join(repoRoot, "integration/postfix.sh"), "start", p.dir, strconv.Itoa(p.port), domain, "alice", "bob", "carol").CombinedOutput()
+	cmd := exec.Command("bash", filepath.Join(repoRoot, "integration/postfix.sh"), "start", p.dir, strconv.Itoa(p.port), domain, "alice", "bob", "carol")
+	cmd.Env = append(os.Environ(), p.env...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("postfix.sh start: %v\n%s", err, out)
 	}

@@ -6,6 +6,8 @@
 #   postfix.sh start DIR PORT [DOMAIN [USERS...]]   configure and start
 #   postfix.sh stop DIR
 #
+# PROCESS_LIMIT in the environment sets default_process_limit (100).
+#
 # Mail for USER@DOMAIN (default alice bob) is delivered to DIR/mail/USER/
 # (maildir). XCLIENT and XFORWARD are allowed from 127.0.0.0/8 so that
 # Postfix logs and checks the real client smtpgate reports.
@@ -73,7 +75,7 @@ smtpd_soft_error_limit = 1000
 smtpd_hard_error_limit = 1000
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
-default_process_limit = 100
+default_process_limit = ${PROCESS_LIMIT:-100}
 biff = no
 CF
 

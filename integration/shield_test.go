@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startSmallPostfix runs a Postfix of the test's own with
+// default_process_limit = limit, stopped when the test ends.
+func startSmallPostfix(t *testing.T, limit int) *postfix {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "smtpgate-it-small-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // Postfix runs as user postfix
+	p := &postfix{dir: filepath.Join(dir, "postfix"), port: freePort(), env: []string{fmt.Sprintf("PROCESS_LIMIT=%d", limit)}}
+	if err := p.start(); err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(p.dir, "maillog"))
+			t.Logf("postfix log (tail):\n%s", tail(string(b), 4000))
+		}
+		os.RemoveAll(dir)
+	})
+	return p
+}
+
+// Clients that open a transaction and go quiet each hold one of the MTA's
+// smtpd processes. Without a cap, six such clients from three addresses
+// take all five processes of this Postfix and a client from a fourth
+// address gets 451 4.4.1 after the connect timeout. With
+// upstream.max_connections (4) below the process limit and
+// upstream.max_connections_per_ip (1), the second client of each address
+// gets 451 4.7.0 at RCPT and the fourth address is served.
+func TestUpstreamCapsShieldTheMTA(t *testing.T) {
+	small := startSmallPostfix(t, 5)
+	g, _ := startGateConfig(t, small.addr(), "10s\n  max_connections: 4\n  max_connections_per_ip: 1", dnsSrv.addr, "2s", "")
+	var refused []*client
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.5"} {
+		first := dialFrom(t, g.addr, ip)
+		first.envelope("sender@example.org", "alice@example.com")
+		second := dialFrom(t, g.addr, ip)
+		second.must("EHLO client.example.org", 250)
+		second.must("MAIL FROM:<sender@example.org>", 250)
+		want := "451 4.7.0 Error: too many connections from " + ip + " to the mail server, try again later\r\n"
+		if _, text := second.cmd("RCPT TO:<alice@example.com>"); text != want {
+			t.Fatalf("second client from %s: %q, want %q", ip, text, want)
+		}
+		refused = append(refused, second)
+	}
+	// A refused client's message goes nowhere.
+	for _, c := range refused {
+		if code, text := c.cmd("DATA"); code == 354 {
+			t.Fatalf("DATA without a recipient: %q", text)
+		}
+	}
+	// The client from a fourth address is served.
+	p := dialFrom(t, g.addr, "127.0.0.4")
+	p.envelope("sender@example.org", "alice@example.com")
+	p.must("DATA", 354)
+	p.send("Subject: shield\r\nMessage-ID: <shield-probe@example.org>\r\n\r\nprobe\r\n.\r\n")
+	p.expect(250)
+	p.must("QUIT", 221)
+	// The hogs' open transactions keep files in Postfix's incoming
+	// queue, so settle would wait for them: poll for the delivery.
+	for i := 0; len(small.mailbox("alice")) == 0; i++ {
+		if i > 600 {
+			t.Fatalf("the probe's message was not delivered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	msgs := small.messages(t, "alice")
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "<shield-probe@example.org>") {
+		t.Errorf("mailbox: %d messages, want the probe's only", len(msgs))
+	}
+	if log := g.log.String(); !strings.Contains(log, "check=upstream_max_connections_per_ip") {
+		t.Errorf("the refusals are not logged with their check")
+	}
+}
