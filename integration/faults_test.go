@@ -53,6 +53,9 @@ shutdown:
   drain_timeout: 2s
 %s`, domain, port, upstreamAddr, upstreamTimeout, domain, dnsAddr, dnsTimeout, extra)
 	g := runGate(t, t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port), cfg, "SMTPGATE_PPROF="+pprof)
+	// pprof is served from a goroutine of its own, after the SMTP
+	// listeners: asking it for goroutines before it listens fails.
+	g.waitListen(t, pprof)
 	return g, pprof
 }
 
@@ -777,16 +780,16 @@ func TestClientAbuse(t *testing.T) {
 		}
 		msg := "Subject: slowloris\r\n\r\n" + strings.Repeat("x", secs) + "\r\n.\r\n"
 		probed := make(chan error, 1)
-		go func() {
-			time.Sleep(time.Second)
-			probed <- probe(g.addr)
-		}()
 		for i := 0; i < len(msg); i++ {
 			if _, err := c.conn.Write([]byte{msg[i]}); err != nil {
 				t.Fatalf("write: %v", err)
 			}
+			if i == 22 {
+				// The probe runs while the slow body trickles in.
+				go func() { probed <- probe(g.addr) }()
+			}
 			if i >= 22 && i < 22+secs {
-				time.Sleep(time.Second)
+				time.Sleep(time.Second) // the slowloris's pace, not a wait
 			}
 		}
 		if code, text, err := c.reply(); code != 250 {

@@ -170,6 +170,28 @@ func (p *postfix) settle(t *testing.T) {
 	t.Fatalf("postfix queue did not drain")
 }
 
+// waitIncoming polls until Postfix's incoming queue holds at least n
+// bytes: a message it is receiving got that far.
+func (p *postfix) waitIncoming(t *testing.T, n int64) {
+	t.Helper()
+	for i := 0; ; i++ {
+		var size int64
+		filepath.Walk(filepath.Join(p.dir, "queue", "incoming"), func(path string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				size += info.Size()
+			}
+			return nil
+		})
+		if size >= n {
+			return
+		}
+		if i > 400 {
+			t.Fatalf("Postfix's incoming queue holds %d bytes after 10s, want %d", size, n)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
 // clearMailboxes removes every delivered message.
 func (p *postfix) clearMailboxes() {
 	for _, u := range []string{"alice", "bob", "carol"} {
@@ -278,18 +300,49 @@ func runGate(t *testing.T, dir, addr, cfg string, env ...string) *gate {
 			t.Logf("smtpgate log (tail):\n%s", tail(g.log.String(), 8000))
 		}
 	})
+	g.waitListen(t, g.addr)
+	return g
+}
+
+// waitListen polls until addr (the gate's, or its pprof or metrics
+// address) accepts connections; it fails the test if smtpgate exits or
+// takes more than 10s.
+func (g *gate) waitListen(t *testing.T, addr string) {
+	t.Helper()
 	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", g.addr)
+		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			break
+			return
 		}
-		if i > 200 {
-			t.Fatalf("smtpgate did not listen: %s", g.log.String())
+		select {
+		case err := <-g.done:
+			g.done <- err
+			t.Fatalf("smtpgate exited (%v) before %s listened: %s", err, addr, g.log.String())
+		default:
+		}
+		if i > 400 {
+			t.Fatalf("smtpgate did not listen on %s: %s", addr, g.log.String())
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	return g
+}
+
+// waitSessionsClosed polls until every connection smtpgate logged as
+// "connect" is logged as "disconnect" too: sessions ended, their MTA
+// connections given back or closed.
+func (g *gate) waitSessionsClosed(t *testing.T) {
+	t.Helper()
+	for i := 0; ; i++ {
+		log := g.log.String()
+		if strings.Count(log, "msg=connect ") == strings.Count(log, "msg=disconnect ") {
+			return
+		}
+		if i > 400 {
+			t.Fatalf("sessions still open after 10s:\n%s", tail(log, 4000))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // client is a raw SMTP client: every byte it sends is exactly what the

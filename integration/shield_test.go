@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -85,4 +86,52 @@ func TestUpstreamCapsShieldTheMTA(t *testing.T) {
 	if log := g.log.String(); !strings.Contains(log, "check=upstream_max_connections_per_ip") {
 		t.Errorf("the refusals are not logged with their check")
 	}
+}
+
+// SIGTERM while many sessions talk, some idle and some in a transaction:
+// the 421 4.3.2 that shutdown writes and the sessions' own replies do not
+// race (the binary is built with -race: runGate fails the test on a race
+// report), every session ends with 421 4.3.2 or its own reply, and the
+// process exits.
+func TestShutdownUnderConnectionFlood(t *testing.T) {
+	g := startGate(t, "limits:\n  max_junk_commands: 100000000\n")
+	const n = 24
+	started := make(chan struct{}, n)
+	ended := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			c, err := rawDial(g.addr)
+			if err != nil {
+				started <- struct{}{}
+				ended <- "dial: " + err.Error()
+				return
+			}
+			defer c.conn.Close()
+			c.cmd("EHLO flood.example.org")
+			if i%2 == 0 {
+				c.cmd("MAIL FROM:<sender@example.org>")
+			}
+			started <- struct{}{}
+			for {
+				code, text, err := c.cmd("NOOP")
+				if err != nil || code != 250 {
+					ended <- text
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		<-started
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	for i := 0; i < n; i++ {
+		if text := <-ended; !strings.HasPrefix(text, "421 4.3.2 ") && text != "" {
+			t.Errorf("session %d ended with %q, want 421 4.3.2", i, text)
+		}
+	}
+	if err := <-g.done; err != nil {
+		t.Errorf("smtpgate exited with %v", err)
+	}
+	g.done <- nil
 }
