@@ -13,7 +13,8 @@ import (
 // 421 4.3.2 it sends and the disconnect it logs must not race with them
 // (go test -race).
 func TestShutdownDuringTrafficIsRaceFree(t *testing.T) {
-	s, addr, _ := startServer(t, "", "")
+	// NOOPs until the end: no junk command limit here.
+	s, addr, _ := startServer(t, "", "limits:\n  max_junk_commands: 100000000\n")
 	const n = 8
 	var wg sync.WaitGroup
 	ready := make(chan struct{}, n)
