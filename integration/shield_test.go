@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -134,4 +135,52 @@ func TestShutdownUnderConnectionFlood(t *testing.T) {
 		t.Errorf("smtpgate exited with %v", err)
 	}
 	g.done <- nil
+}
+
+// 100,000 NOOP, RSET and VRFY pipelined in one session: 100 are answered
+// (limits.max_junk_commands), the next gets 421 4.7.0 and the connection
+// closes; other clients are served throughout.
+func TestJunkCommandFlood(t *testing.T) {
+	g := startGate(t, "")
+	c, err := rawDial(g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	if code, text, _ := c.cmd("EHLO junk.example.org"); code != 250 {
+		t.Fatalf("EHLO: %q", text)
+	}
+	go func() {
+		w := bufio.NewWriter(c.conn)
+		junk := []string{"NOOP\r\n", "RSET\r\n", "VRFY alice\r\n"}
+		for i := 0; i < 100000; i++ {
+			if _, err := w.WriteString(junk[i%3]); err != nil {
+				return // closed by smtpgate
+			}
+		}
+		w.Flush()
+	}()
+	answered := 0
+	for {
+		code, text, err := c.reply()
+		if err != nil {
+			t.Fatalf("after %d replies: %v", answered, err)
+		}
+		if code == 250 || code == 252 {
+			answered++
+			continue
+		}
+		if text != "421 4.7.0 Error: too many junk commands, closing connection\r\n" {
+			t.Fatalf("after %d replies: %q", answered, text)
+		}
+		break
+	}
+	if answered != 100 {
+		t.Errorf("%d junk commands answered, want 100", answered)
+	}
+	if _, _, err := c.reply(); err == nil {
+		t.Errorf("the connection is still open after 421")
+	}
+	mustProbe(t, g.addr, "after a junk command flood")
+	waitLog(t, g, "check=max_junk_commands")
 }

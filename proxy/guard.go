@@ -92,6 +92,7 @@ func (g *guard) in(b []byte) {
 func (g *guard) line(start string) {
 	verb, _, _ := strings.Cut(start, " ")
 	verb = strings.ToUpper(verb)
+	g.junk.line(verb)
 	if len(g.queue) < maxQueue {
 		g.queue = append(g.queue, verb)
 	}
@@ -156,7 +157,7 @@ func (g *guard) reply(code int, line string, waiting func() bool) (string, strin
 			return "554 5.5.0 Error: SMTP protocol synchronization", "unauth_pipelining"
 		}
 	}
-	if r := g.junk.reply(cmd, code); r != "" {
+	if r := g.junk.reply(cmd == ".", code); r != "" {
 		g.evidence = g.junk.evidence()
 		return r, "max_junk_commands"
 	}
