@@ -339,6 +339,14 @@ func (c *peerConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// SetDeadline is SetReadDeadline's rule for reads, t for writes.
+func (c *peerConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
 // logIdle logs, once, a read that ended on a deadline SetReadDeadline
 // shortened: go-smtp answers it with 421 4.4.2 and closes.
 func (c *peerConn) logIdle(err error) {
