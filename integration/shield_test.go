@@ -184,3 +184,33 @@ func TestJunkCommandFlood(t *testing.T) {
 	mustProbe(t, g.addr, "after a junk command flood")
 	waitLog(t, g, "check=max_junk_commands")
 }
+
+// A client that holds an MTA connection and goes quiet, here in the
+// middle of DATA, is cut after limits.transaction_idle_timeout instead of
+// data_timeout: nothing of its message is delivered, and its place under
+// upstream.max_connections_per_ip is free for the next client.
+func TestQuietTransactionIsCut(t *testing.T) {
+	mta.clearMailboxes()
+	g, _ := startGateConfig(t, mta.addr(), "10s\n  max_connections_per_ip: 1", dnsSrv.addr, "2s", "limits:\n  transaction_idle_timeout: 1s\n")
+	quiet := dialFrom(t, g.addr, "127.0.0.6")
+	quiet.envelope("sender@example.org", "carol@example.com")
+	quiet.must("DATA", 354)
+	quiet.send("Subject: quiet\r\nMessage-ID: <quiet-cut@example.org>\r\n\r\nfirst part\r\n")
+	// No more: the test's read deadline is 30s, data_timeout 10m.
+	if _, text := quiet.reply(); text != "421 4.4.2 Idle timeout, bye bye\r\n" {
+		t.Fatalf("quiet client mid-DATA: %q", text)
+	}
+	waitLog(t, g, "check=transaction_idle_timeout")
+	g.waitSessionsClosed(t)
+	next := dialFrom(t, g.addr, "127.0.0.6")
+	next.envelope("sender@example.org", "carol@example.com")
+	next.must("DATA", 354)
+	next.send("Subject: next\r\nMessage-ID: <quiet-next@example.org>\r\n\r\nbody\r\n.\r\n")
+	next.expect(250)
+	next.must("QUIT", 221)
+	mta.settle(t)
+	msgs := mta.messages(t, "carol")
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "<quiet-next@example.org>") {
+		t.Errorf("carol has %d messages, want only the next client's", len(msgs))
+	}
+}
