@@ -671,8 +671,15 @@ func faultDNS(t *testing.T, mode string) string {
 	}
 	udp := &dns.Server{PacketConn: pc, Handler: handler(false)}
 	tcp := &dns.Server{Listener: ln, Handler: handler(true)}
-	go udp.ActivateAndServe()
-	go tcp.ActivateAndServe()
+	// Serving before the test goes on: a Shutdown before the server
+	// started would fail and leave it running.
+	var started sync.WaitGroup
+	for _, srv := range []*dns.Server{udp, tcp} {
+		started.Add(1)
+		srv.NotifyStartedFunc = started.Done
+		go srv.ActivateAndServe()
+	}
+	started.Wait()
 	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
 	return addr
 }

@@ -102,6 +102,30 @@ func TestUpstreamCapsAtRCPT(t *testing.T) {
 	if total, perIP := s.upLim.inUse(netip.MustParseAddr("127.0.0.3")); total != 3 || perIP != 2 {
 		t.Errorf("held: %d in total, %d for 127.0.0.3; want 3 and 2", total, perIP)
 	}
+	mfs, err := s.met.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "," + l.GetValue()
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{
+		"smtpgate_upstream_connections_held":                              3,
+		"smtpgate_limit_rejections_total," + limUpstreamConns:             1,
+		"smtpgate_limit_rejections_total," + limUpstreamConnsPerIP:        1,
+		"smtpgate_replies_total,upstream_max_connections_per_ip,4xx,rcpt": 1,
+	} {
+		if got[name] != want {
+			t.Errorf("metric %s = %v, want %v", name, got[name], want)
+		}
+	}
 }
 
 // A session that holds a connection to the MTA and goes quiet is cut
