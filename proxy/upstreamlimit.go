@@ -73,7 +73,10 @@ func (u *upstreamLimiter) set(max, perIP int) {
 // wrap returns dial with the caps in front of it.
 func (u *upstreamLimiter) wrap(dial dialFunc) dialFunc {
 	return func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error) {
-		ip, _ := netip.ParseAddr(ci.Addr)
+		var ip netip.Addr
+		if ci != nil {
+			ip, _ = netip.ParseAddr(ci.Addr)
+		}
 		slot, taken, limit := u.acquire(ctx, ip.Unmap())
 		if limit != "" {
 			if u.onReject != nil {
