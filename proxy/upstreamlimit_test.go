@@ -2,11 +2,17 @@ package proxy
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/session"
+	"github.com/smtpgate/smtpgate/upstream"
 )
 
 func dialFromT(t *testing.T, addr, local string) *tconn {
@@ -146,5 +152,74 @@ func TestTransactionIdleTimeout(t *testing.T) {
 	waitSlots(t, s, 0)
 	if !strings.Contains(logs.String(), "check=transaction_idle_timeout") {
 		t.Errorf("not logged:\n%s", logs)
+	}
+}
+
+// The limiter itself: a failed dial gives its slot back, a session's
+// second dial reuses its slot, relay.networks are exempt from the per-IP
+// cap but not from the total, and a reload keeps the slots held.
+func TestUpstreamLimiterSlots(t *testing.T) {
+	e := config.EdgeLimits{MaxConnections: 10, MaxConnectionsPerIP: 10, IPv4Prefix: 32, IPv6Prefix: 64, MaxTrackedIPs: 100}
+	lim := newLimiter(e, trustedFunc([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}))
+	u := newUpstreamLimiter(lim)
+	u.set(3, 1)
+	fail := errors.New("MTA down")
+	var dialErr error
+	dial := u.wrap(func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error) { return nil, dialErr })
+	newSession := func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }
+	ci := func(ip string) *upstream.ClientInfo { return &upstream.ClientInfo{Addr: ip} }
+	check := func(what string, total, perIP int, ip string) {
+		t.Helper()
+		if gt, gp := u.inUse(netip.MustParseAddr(ip)); gt != total || gp != perIP {
+			t.Errorf("%s: held %d in total, %d for %s; want %d and %d", what, gt, gp, ip, total, perIP)
+		}
+	}
+	limitOf := func(err error) string {
+		var le *session.LimitError
+		if errors.As(err, &le) {
+			return le.Check
+		}
+		return ""
+	}
+
+	a, cancelA := newSession()
+	dialErr = fail
+	if _, err := dial(a, ci("192.0.2.1")); !errors.Is(err, fail) {
+		t.Fatalf("failed dial: %v", err)
+	}
+	check("after a failed dial", 0, 0, "192.0.2.1")
+	dialErr = nil
+	dial(a, ci("192.0.2.1"))
+	dial(a, ci("192.0.2.1")) // the same session dials again
+	check("one session, two dials", 1, 1, "192.0.2.1")
+	b, cancelB := newSession()
+	defer cancelB()
+	if _, err := dial(b, ci("192.0.2.1")); limitOf(err) != limUpstreamConnsPerIP {
+		t.Errorf("second session from 192.0.2.1: %v", err)
+	}
+	r1, cancelR1 := newSession()
+	defer cancelR1()
+	r2, cancelR2 := newSession()
+	defer cancelR2()
+	dial(r1, ci("10.1.1.1"))
+	dial(r2, ci("10.1.1.1")) // relay.networks: no per-IP cap
+	check("relay network", 3, 0, "10.1.1.1")
+	if _, err := dial(b, ci("192.0.2.2")); limitOf(err) != limUpstreamConns {
+		t.Errorf("fourth session: %v", err)
+	}
+	u.set(4, 1) // a reload
+	check("after a reload", 3, 1, "192.0.2.1")
+	cancelA()
+	for i := 0; ; i++ {
+		if total, _ := u.inUse(netip.Addr{}); total == 2 {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("the ended session's slot was not given back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := dial(b, ci("192.0.2.1")); err != nil {
+		t.Errorf("after the first session ended: %v", err)
 	}
 }
