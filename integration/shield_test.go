@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -125,7 +126,29 @@ func TestShutdownUnderConnectionFlood(t *testing.T) {
 	for i := 0; i < n; i++ {
 		<-started
 	}
+	// New connections keep arriving while the server shuts down.
+	flooding := make(chan struct{})
+	var flood sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		flood.Add(1)
+		go func() {
+			defer flood.Done()
+			for j := 0; ; j++ {
+				c, err := netDial(g.addr)
+				if err != nil {
+					return // the listener is closed
+				}
+				if j == 10 && i == 0 {
+					close(flooding)
+				}
+				c.Write([]byte("EHLO flood.example.org\r\n"))
+				c.Close()
+			}
+		}()
+	}
+	<-flooding
 	g.cmd.Process.Signal(syscall.SIGTERM)
+	flood.Wait()
 	for i := 0; i < n; i++ {
 		if text := <-ended; !strings.HasPrefix(text, "421 4.3.2 ") && text != "" {
 			t.Errorf("session %d ended with %q, want 421 4.3.2", i, text)
