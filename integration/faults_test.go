@@ -344,6 +344,9 @@ func TestNoLossWhenMTAStopsAndSMTPDIsKilled(t *testing.T) {
 		t.Errorf("faults not injected mid-run (stopped %v, killed %v): the run was too fast", stopped, killed)
 	}
 
+	// The next tests need an MTA that greets (master may throttle smtpd
+	// after the kill).
+	mta.waitGreeting(t)
 	// Postfix may have deferred a delivery it was doing when stopped:
 	// flush the queue until every accepted message is there, bounded.
 	mta.settle(t)

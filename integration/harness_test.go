@@ -125,6 +125,27 @@ func (p *postfix) killSMTPD(t *testing.T) {
 	}
 }
 
+// waitGreeting polls until the MTA greets a new connection with 220 (after
+// a restart, or after killSMTPD: master may throttle the service).
+func (p *postfix) waitGreeting(t *testing.T) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if c, err := net.DialTimeout("tcp", p.addr(), time.Second); err == nil {
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Write([]byte("QUIT\r\n"))
+			c.Close()
+			if strings.HasPrefix(line, "220 ") {
+				return
+			}
+		}
+		if i > 60 {
+			t.Fatalf("the MTA does not greet after a minute")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // mailbox lists the messages delivered to user.
 func (p *postfix) mailbox(user string) []string {
 	var files []string

@@ -143,6 +143,7 @@ func TestMTAKilledMidDataGives4xxAndDeliversNothing(t *testing.T) {
 	}
 	// The session goes on: the next transaction dials the MTA again.
 	c.must("RSET", 250)
+	mta.waitGreeting(t)
 	mta.settle(t)
 	if n := len(mta.mailbox("carol")); n != 0 {
 		t.Fatalf("carol has %d messages after the MTA died mid-DATA, want 0", n)
