@@ -85,7 +85,14 @@ type Upstream struct {
 	XClient string `yaml:"xclient"`
 	// Helo is the name smtpgate gives the MTA in EHLO; default hostname.
 	Helo string `yaml:"helo"`
-	Pool Pool   `yaml:"pool"`
+	// MaxConnections and MaxConnectionsPerIP cap the sessions that hold
+	// a connection to the MTA, in total and per client network (as the
+	// per-IP limits count it); over a cap RCPT gets 451 4.7.0. Keep
+	// MaxConnections below the MTA's process limit (Postfix:
+	// default_process_limit, 100).
+	MaxConnections      int  `yaml:"max_connections"`
+	MaxConnectionsPerIP int  `yaml:"max_connections_per_ip"`
+	Pool                Pool `yaml:"pool"`
 }
 
 // Pool configures the reuse of MTA connections between client sessions.
@@ -167,7 +174,11 @@ type Limits struct {
 	MaxHeaderBytes  int      `yaml:"max_header_bytes"`
 	CommandTimeout  Duration `yaml:"command_timeout"`
 	DataTimeout     Duration `yaml:"data_timeout"`
-	EdgeLimits      `yaml:",inline"`
+	// TransactionIdleTimeout replaces CommandTimeout and DataTimeout, when
+	// shorter, while the session holds a connection to the MTA (one of its
+	// processes): a client quiet for longer gets 421 4.4.2.
+	TransactionIdleTimeout Duration `yaml:"transaction_idle_timeout"`
+	EdgeLimits             `yaml:",inline"`
 }
 
 // Log configures logging.
@@ -212,6 +223,12 @@ const (
 	// At most half of Postfix's default_process_limit (100 smtpd).
 	DefaultPoolMaxIdle     = 50
 	DefaultPoolIdleTimeout = 10 * time.Second
+	// Postfix's default_process_limit is 100 smtpd processes: the caps
+	// leave room for recipient probes, the pool's idle connections being
+	// reused and local clients of the MTA.
+	DefaultUpstreamMaxConnections      = 80
+	DefaultUpstreamMaxConnectionsPerIP = 20
+	DefaultTransactionIdleTimeout      = time.Minute
 )
 
 func (c *Config) setDefaults() {
@@ -290,6 +307,12 @@ func (c *Config) setDefaults() {
 	if u.Pool.IdleTimeout == 0 {
 		u.Pool.IdleTimeout = Duration(DefaultPoolIdleTimeout)
 	}
+	if u.MaxConnections == 0 {
+		u.MaxConnections = DefaultUpstreamMaxConnections
+	}
+	if u.MaxConnectionsPerIP == 0 {
+		u.MaxConnectionsPerIP = DefaultUpstreamMaxConnectionsPerIP
+	}
 	r := &c.Recipients
 	if r.Verify == "" {
 		r.Verify = "none"
@@ -326,6 +349,9 @@ func (c *Config) setDefaults() {
 	}
 	if l.DataTimeout == 0 {
 		l.DataTimeout = Duration(10 * time.Minute)
+	}
+	if l.TransactionIdleTimeout == 0 {
+		l.TransactionIdleTimeout = Duration(DefaultTransactionIdleTimeout)
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
@@ -545,6 +571,12 @@ func (c *Config) validate(v *validator) {
 		default:
 			v.errorf(key+".tls", "%q: want none, starttls or implicit", l.TLS)
 		}
+	}
+	if c.Upstream.MaxConnections < 0 {
+		v.errorf("upstream.max_connections", "must be positive")
+	}
+	if c.Upstream.MaxConnectionsPerIP < 0 {
+		v.errorf("upstream.max_connections_per_ip", "must be positive")
 	}
 	if _, _, err := net.SplitHostPort(c.Upstream.Address); err != nil {
 		v.errorf("upstream.address", "%q: %v", c.Upstream.Address, err)

@@ -38,6 +38,11 @@ type EdgeLimits struct {
 	// unknown or malformed commands (at most 3: go-smtp's own limit).
 	MaxErrors          int `yaml:"max_errors"`
 	MaxUnknownCommands int `yaml:"max_unknown_commands"`
+	// MaxJunkCommands is the number of NOOP, RSET, VRFY and ETRN
+	// commands a session may give before it gets 421 4.7.0 and is closed
+	// (Postfix's smtpd_junk_command_limit); a message accepted starts the
+	// count again.
+	MaxJunkCommands int `yaml:"max_junk_commands"`
 	// AllowUnauthPipelining turns off the refusal of clients that send
 	// commands before the reply to EHLO/HELO or DATA content before 354
 	// (Postfix's smtpd_forbid_unauth_pipelining, on by default).
@@ -118,6 +123,7 @@ const (
 	DefaultMaxTrackedIPs       = 100000
 	DefaultMaxErrors           = 10
 	DefaultMaxUnknownCommands  = 3
+	DefaultMaxJunkCommands     = 100
 )
 
 func (c *Config) setEdgeDefaults() {
@@ -143,6 +149,9 @@ func (c *Config) setEdgeDefaults() {
 	if l.MaxUnknownCommands == 0 {
 		l.MaxUnknownCommands = DefaultMaxUnknownCommands
 	}
+	if l.MaxJunkCommands == 0 {
+		l.MaxJunkCommands = DefaultMaxJunkCommands
+	}
 	if c.EarlyTalker.Mode == "" {
 		c.EarlyTalker.Mode = "enforce"
 	}
@@ -159,6 +168,7 @@ func (c *Config) validateEdge(v *validator) {
 		{"limits.max_tracked_ips", l.MaxTrackedIPs},
 		{"limits.max_errors", l.MaxErrors},
 		{"limits.max_unknown_commands", l.MaxUnknownCommands},
+		{"limits.max_junk_commands", l.MaxJunkCommands},
 	} {
 		if f.n < 0 {
 			v.errorf(f.key, "must be positive")

@@ -136,12 +136,34 @@ func mtaLog(t *testing.T) string {
 	return string(b)
 }
 
-// mtaLogCount counts Postfix log lines naming s, after giving postlogd a
-// moment to write what it has.
+// mtaLogCount counts Postfix log lines naming s, once postlogd wrote all
+// that was logged before (mtaLogSync).
 func mtaLogCount(t *testing.T, s string) int {
 	t.Helper()
-	time.Sleep(300 * time.Millisecond)
-	return strings.Count(mtaLog(t), s)
+	return strings.Count(mtaLogSync(t), s)
+}
+
+// mtaLogSync returns Postfix's log once it holds every line logged
+// before the call: it has Postfix log a marker (a recipient refused on a
+// connection of our own) and polls for it. Postfix logs a refusal before
+// it answers, and postlogd writes its socket's datagrams in order.
+func mtaLogSync(t *testing.T) string {
+	t.Helper()
+	marker := newToken("logsync")
+	c := dial(t, mta.addr())
+	c.must("EHLO logsync.example.org", 250)
+	c.must("MAIL FROM:<>", 250)
+	c.cmd("RCPT TO:<" + marker + "@" + domain + ">")
+	c.cmd("QUIT")
+	for i := 0; ; i++ {
+		if log := mtaLog(t); strings.Contains(log, marker) {
+			return log
+		}
+		if i > 400 {
+			t.Fatalf("Postfix did not log the marker %s", marker)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // decision returns the smtpgate log line that contains every part,
@@ -275,8 +297,7 @@ func TestCheckRelayBattery(t *testing.T) {
 	if n := delivered(t, "alice", okTok); n != 1 {
 		t.Errorf("alice has %d copies of the message after the battery, want 1", n)
 	}
-	time.Sleep(300 * time.Millisecond) // let postlogd write
-	log := mtaLog(t)
+	log := mtaLogSync(t)
 	for _, a := range addrs {
 		if strings.Contains(log, a) {
 			t.Errorf("Postfix saw recipient %s", a)

@@ -53,6 +53,9 @@ shutdown:
   drain_timeout: 2s
 %s`, domain, port, upstreamAddr, upstreamTimeout, domain, dnsAddr, dnsTimeout, extra)
 	g := runGate(t, t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port), cfg, "SMTPGATE_PPROF="+pprof)
+	// pprof is served from a goroutine of its own, after the SMTP
+	// listeners: asking it for goroutines before it listens fails.
+	g.waitListen(t, pprof)
 	return g, pprof
 }
 
@@ -341,6 +344,9 @@ func TestNoLossWhenMTAStopsAndSMTPDIsKilled(t *testing.T) {
 		t.Errorf("faults not injected mid-run (stopped %v, killed %v): the run was too fast", stopped, killed)
 	}
 
+	// The next tests need an MTA that greets (master may throttle smtpd
+	// after the kill).
+	mta.waitGreeting(t)
 	// Postfix may have deferred a delivery it was doing when stopped:
 	// flush the queue until every accepted message is there, bounded.
 	mta.settle(t)
@@ -669,8 +675,15 @@ func faultDNS(t *testing.T, mode string) string {
 	}
 	udp := &dns.Server{PacketConn: pc, Handler: handler(false)}
 	tcp := &dns.Server{Listener: ln, Handler: handler(true)}
-	go udp.ActivateAndServe()
-	go tcp.ActivateAndServe()
+	// Serving before the test goes on: a Shutdown before the server
+	// started would fail and leave it running.
+	var started sync.WaitGroup
+	for _, srv := range []*dns.Server{udp, tcp} {
+		started.Add(1)
+		srv.NotifyStartedFunc = started.Done
+		go srv.ActivateAndServe()
+	}
+	started.Wait()
 	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
 	return addr
 }
@@ -778,16 +791,16 @@ func TestClientAbuse(t *testing.T) {
 		}
 		msg := "Subject: slowloris\r\n\r\n" + strings.Repeat("x", secs) + "\r\n.\r\n"
 		probed := make(chan error, 1)
-		go func() {
-			time.Sleep(time.Second)
-			probed <- probe(g.addr)
-		}()
 		for i := 0; i < len(msg); i++ {
 			if _, err := c.conn.Write([]byte{msg[i]}); err != nil {
 				t.Fatalf("write: %v", err)
 			}
+			if i == 22 {
+				// The probe runs while the slow body trickles in.
+				go func() { probed <- probe(g.addr) }()
+			}
 			if i >= 22 && i < 22+secs {
-				time.Sleep(time.Second)
+				time.Sleep(time.Second) // the slowloris's pace, not a wait
 			}
 		}
 		if code, text, err := c.reply(); code != 250 {

@@ -81,6 +81,7 @@ type postfix struct {
 	dir  string
 	port int
 	mu   sync.Mutex
+	env  []string // for postfix.sh (PROCESS_LIMIT=...)
 }
 
 func startPostfix(dir string) (*postfix, error) {
@@ -89,7 +90,9 @@ func startPostfix(dir string) (*postfix, error) {
 }
 
 func (p *postfix) start() error {
-	out, err := exec.Command("bash", filepath.Join(repoRoot, "integration/postfix.sh"), "start", p.dir, strconv.Itoa(p.port), domain, "alice", "bob", "carol").CombinedOutput()
+	cmd := exec.Command("bash", filepath.Join(repoRoot, "integration/postfix.sh"), "start", p.dir, strconv.Itoa(p.port), domain, "alice", "bob", "carol")
+	cmd.Env = append(os.Environ(), p.env...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("postfix.sh start: %v\n%s", err, out)
 	}
@@ -119,6 +122,27 @@ func (p *postfix) killSMTPD(t *testing.T) {
 	for _, pid := range pids {
 		n, _ := strconv.Atoi(pid)
 		syscall.Kill(n, syscall.SIGKILL)
+	}
+}
+
+// waitGreeting polls until the MTA greets a new connection with 220 (after
+// a restart, or after killSMTPD: master may throttle the service).
+func (p *postfix) waitGreeting(t *testing.T) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if c, err := net.DialTimeout("tcp", p.addr(), time.Second); err == nil {
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Write([]byte("QUIT\r\n"))
+			c.Close()
+			if strings.HasPrefix(line, "220 ") {
+				return
+			}
+		}
+		if i > 60 {
+			t.Fatalf("the MTA does not greet after a minute")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -165,6 +189,28 @@ func (p *postfix) settle(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("postfix queue did not drain")
+}
+
+// waitIncoming polls until Postfix's incoming queue holds at least n
+// bytes: a message it is receiving got that far.
+func (p *postfix) waitIncoming(t *testing.T, n int64) {
+	t.Helper()
+	for i := 0; ; i++ {
+		var size int64
+		filepath.Walk(filepath.Join(p.dir, "queue", "incoming"), func(path string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				size += info.Size()
+			}
+			return nil
+		})
+		if size >= n {
+			return
+		}
+		if i > 400 {
+			t.Fatalf("Postfix's incoming queue holds %d bytes after 10s, want %d", size, n)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // clearMailboxes removes every delivered message.
@@ -275,18 +321,49 @@ func runGate(t *testing.T, dir, addr, cfg string, env ...string) *gate {
 			t.Logf("smtpgate log (tail):\n%s", tail(g.log.String(), 8000))
 		}
 	})
+	g.waitListen(t, g.addr)
+	return g
+}
+
+// waitListen polls until addr (the gate's, or its pprof or metrics
+// address) accepts connections; it fails the test if smtpgate exits or
+// takes more than 10s.
+func (g *gate) waitListen(t *testing.T, addr string) {
+	t.Helper()
 	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", g.addr)
+		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			break
+			return
 		}
-		if i > 200 {
-			t.Fatalf("smtpgate did not listen: %s", g.log.String())
+		select {
+		case err := <-g.done:
+			g.done <- err
+			t.Fatalf("smtpgate exited (%v) before %s listened: %s", err, addr, g.log.String())
+		default:
+		}
+		if i > 400 {
+			t.Fatalf("smtpgate did not listen on %s: %s", addr, g.log.String())
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	return g
+}
+
+// waitSessionsClosed polls until every connection smtpgate logged as
+// "connect" is logged as "disconnect" too: sessions ended, their MTA
+// connections given back or closed.
+func (g *gate) waitSessionsClosed(t *testing.T) {
+	t.Helper()
+	for i := 0; ; i++ {
+		log := g.log.String()
+		if strings.Count(log, "msg=connect ") == strings.Count(log, "msg=disconnect ") {
+			return
+		}
+		if i > 400 {
+			t.Fatalf("sessions still open after 10s:\n%s", tail(log, 4000))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // client is a raw SMTP client: every byte it sends is exactly what the

@@ -64,7 +64,7 @@ func TestPooledConnectionAfterAbandonedTransaction(t *testing.T) {
 			c := dial(t, g.addr)
 			c.envelope("sender@example.org", "alice@example.com")
 			c.conn.Close()
-			time.Sleep(500 * time.Millisecond) // the session ends, the connection goes back
+			g.waitSessionsClosed(t) // the session ended, its connection went back
 			if err := probe(g.addr); err != nil {
 				t.Fatal(err)
 			}

@@ -21,6 +21,8 @@ import (
 //   - too many errors: limits.max_errors 4xx/5xx replies, or
 //     limits.max_unknown_commands unknown or malformed commands, end the
 //     session with 421 4.7.0.
+//   - junk commands (junk.go): limits.max_junk_commands NOOP, RSET, VRFY
+//     or ETRN, end the session with 421 4.7.0.
 //
 // A refusal marks the session as hanging up and closes the connection:
 // whatever the client pipelined behind the refused command is not handled
@@ -54,13 +56,14 @@ type guard struct {
 
 	errors, unknown int
 	evidence        string
+	junk            junkCounter
 }
 
 const maxQueue = 64
 
 func newGuard(cfg *config.Config) *guard {
 	l := cfg.Limits.EdgeLimits
-	return &guard{maxErrors: l.MaxErrors, maxUnknown: l.MaxUnknownCommands, forbidPipelining: !l.AllowUnauthPipelining}
+	return &guard{maxErrors: l.MaxErrors, maxUnknown: l.MaxUnknownCommands, forbidPipelining: !l.AllowUnauthPipelining, junk: junkCounter{max: l.MaxJunkCommands}}
 }
 
 // in notes bytes go-smtp read from the client.
@@ -98,6 +101,7 @@ func (g *guard) in(b []byte) {
 func (g *guard) line(start string) {
 	verb, _, _ := strings.Cut(start, " ")
 	verb = strings.ToUpper(verb)
+	g.junk.line(verb)
 	if len(g.queue) < maxQueue {
 		g.queue = append(g.queue, verb)
 	}
@@ -161,6 +165,10 @@ func (g *guard) reply(code int, line string, waiting func() bool) (string, strin
 			g.evidence = "input waiting after " + cmd
 			return "554 5.5.0 Error: SMTP protocol synchronization", "unauth_pipelining"
 		}
+	}
+	if r := g.junk.reply(cmd == ".", code); r != "" {
+		g.evidence = g.junk.evidence()
+		return r, "max_junk_commands"
 	}
 	switch {
 	case cmd == "EHLO" && code == 250:

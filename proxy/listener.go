@@ -110,6 +110,7 @@ func (l *listener) admit(nc net.Conn) net.Conn {
 		pc.earlyWarn = cfg.EarlyTalker.Mode == "warn"
 		pc.hostname = cfg.Hostname
 	}
+	pc.txnIdle = cfg.Limits.TransactionIdleTimeout.D()
 	s.track(pc)
 	if !pc.proxied {
 		pc.logConnect()
@@ -168,6 +169,9 @@ type peerConn struct {
 	peer    *session.Peer
 	closing sync.Once
 	bye     sync.Once
+	// leaving is set by goodbye: what is written from then on is not the
+	// session's.
+	leaving atomic.Bool
 
 	// The preamble (start) runs once, before go-smtp's first read or
 	// write: PROXY header, per-IP limits for proxied clients, early talker.
@@ -195,6 +199,16 @@ type peerConn struct {
 	spoke     atomic.Bool // the client sent a byte
 	hungUp    atomic.Bool // the client closed (EOF or reset)
 	connected atomic.Bool // "connect" was logged
+	// wmu orders the replies of the session with the 421 that goodbye
+	// writes from the shutdown goroutine, and keeps the guard, which is
+	// the session's, away from that goroutine.
+	wmu sync.Mutex
+	// txnIdle is limits.transaction_idle_timeout; idleCut says the read
+	// deadline in force was shortened to it, idleLogged that its timeout
+	// was logged.
+	txnIdle    time.Duration
+	idleCut    atomic.Bool
+	idleLogged atomic.Bool
 }
 
 func (c *peerConn) Peer() *session.Peer { return c.peer }
@@ -299,6 +313,9 @@ func (c *peerConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 	} else {
 		n, err = c.Conn.Read(p)
+		if err != nil {
+			c.logIdle(err)
+		}
 	}
 	if n > 0 {
 		c.heard()
@@ -315,7 +332,9 @@ func (c *peerConn) Read(p []byte) (int, error) {
 		}
 	}
 	if n > 0 && c.guard != nil {
+		c.wmu.Lock()
 		c.guard.in(p[:n])
+		c.wmu.Unlock()
 	}
 	return n, err
 }
@@ -324,7 +343,9 @@ func (c *peerConn) Write(p []byte) (int, error) {
 	if err := c.start(); err != nil {
 		return 0, err
 	}
-	if c.guard != nil {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.guard != nil && !c.leaving.Load() {
 		if reply, check := c.guard.out(p, c.inputWaiting); reply != "" {
 			// The session is dead for every later stage, whatever the
 			// client pipelined behind the refused command.
@@ -354,6 +375,42 @@ func (c *peerConn) TLSHandshakeFailed(err error) {
 	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "starttls", "check", "tls_handshake", "reply", "none, connection closed", "evidence", err.Error())
 }
 
+// SetReadDeadline is how go-smtp waits for the next command (and the
+// session for the next piece of DATA): while the session holds a
+// connection to the MTA, the wait is at most limits.transaction_idle_timeout,
+// so a client that goes quiet there does not keep one of the MTA's
+// processes for the whole command_timeout.
+func (c *peerConn) SetReadDeadline(t time.Time) error {
+	cut := false
+	if c.txnIdle > 0 && c.peer.HoldsUpstream() {
+		if limit := time.Now().Add(c.txnIdle); t.IsZero() || t.After(limit) {
+			t, cut = limit, true
+		}
+	}
+	c.idleCut.Store(cut)
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline's rule for reads, t for writes.
+func (c *peerConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// logIdle logs, once, a read that ended on a deadline SetReadDeadline
+// shortened: go-smtp answers it with 421 4.4.2 and closes.
+func (c *peerConn) logIdle(err error) {
+	var ne net.Error
+	if !c.idleCut.Load() || !errors.As(err, &ne) || !ne.Timeout() || !c.idleLogged.CompareAndSwap(false, true) {
+		return
+	}
+	c.s.met.limitRejected("transaction_idle_timeout")
+	c.s.met.Decision("session", "transaction_idle_timeout", 421, false)
+	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "session", "check", "transaction_idle_timeout", "reply", "421 4.4.2 Idle timeout, bye bye", "evidence", "no input for "+c.txnIdle.String()+" while holding a connection to the MTA")
+}
+
 // inputWaiting reports whether the client has sent bytes we have not read
 // yet (they wait in the kernel's socket buffer).
 func (c *peerConn) inputWaiting() bool { return socketReadable(c.raw) }
@@ -381,14 +438,26 @@ func (c *peerConn) Close() error {
 
 // goodbye tells the client the server is going away (RFC 5321 §3.8) and
 // closes the connection; go-smtp's read then fails and the session ends.
+//
+// It runs on the shutdown goroutine while the session may be writing: the
+// 421 goes out between two of the session's replies (wmu), and the
+// session's guard never sees it.
 func (c *peerConn) goodbye() {
 	c.bye.Do(func() {
-		w := net.Conn(c.Conn)
-		if top := c.peer.Top(); top != nil {
-			w = top
+		c.leaving.Store(true)
+		const bye = "421 4.3.2 Service shutting down, try again later\r\n"
+		if top := c.peer.Top(); top != nil && top != net.Conn(c) {
+			// TLS: its records go out through c.Write, one at a time.
+			top.SetWriteDeadline(time.Now().Add(time.Second))
+			top.Write([]byte(bye))
+		} else {
+			// The deadline first: it also ends a write of the session's
+			// that a client who does not read keeps blocked.
+			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			c.wmu.Lock()
+			c.Conn.Write([]byte(bye))
+			c.wmu.Unlock()
 		}
-		w.SetWriteDeadline(time.Now().Add(time.Second))
-		w.Write([]byte("421 4.3.2 Service shutting down, try again later\r\n"))
 		c.Close()
 	})
 }

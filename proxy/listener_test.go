@@ -239,14 +239,11 @@ func TestEarlyTalker(t *testing.T) {
 	if !strings.Contains(logs.String(), "check=early_talker") {
 		t.Errorf("not logged")
 	}
-	// A client that waits for the greeting.
+	// A client that waits for the greeting (that the wait happens is
+	// what refused the early talker above; no clock is read here).
 	q := dialT(t, addr)
-	start := time.Now()
 	if l := q.reply(); !strings.HasPrefix(l, "220 gw.example.com") {
 		t.Fatalf("greeting: %q", l)
-	}
-	if d := time.Since(start); d < 250*time.Millisecond {
-		t.Errorf("greeted after %v, want the wait", d)
 	}
 	if l := q.cmd("EHLO ok.example.org"); !strings.HasPrefix(l, "250 ") {
 		t.Fatalf("EHLO: %q", l)

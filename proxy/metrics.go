@@ -45,6 +45,10 @@ func newMetrics(s *Server) *metrics {
 		defer s.mu.Unlock()
 		return float64(len(s.conns))
 	}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smtpgate_upstream_connections_held", Help: "Sessions holding a connection to the MTA (capped by upstream.max_connections)."}, func() float64 {
+		total, _ := s.upLim.inUse(netip.Addr{})
+		return float64(total)
+	}))
 	m.limitRejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smtpgate_limit_rejections_total", Help: "Connections and commands refused by a limit or protocol hygiene rule."}, []string{"limit"})
 	f(m.limitRejections)
 	m.replies = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smtpgate_replies_total", Help: "Decisions by stage and check; class is the reply class (2xx, 4xx, 5xx), pass, or warn (warn mode)."}, []string{"stage", "check", "class"})
@@ -64,7 +68,7 @@ func newMetrics(s *Server) *metrics {
 	f(dnsCollector{s})
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, l := range []string{limMaxConns, limMaxConnsPerIP, limConnRate, limMessages, limRecipients, limRcptsPerSender, "early_talker", "unauth_pipelining", "max_errors", "max_unknown_commands"} {
+	for _, l := range []string{limMaxConns, limMaxConnsPerIP, limConnRate, limMessages, limRecipients, limRcptsPerSender, "early_talker", "unauth_pipelining", "max_errors", "max_unknown_commands", "max_junk_commands", limUpstreamConns, limUpstreamConnsPerIP, "transaction_idle_timeout"} {
 		m.limitRejections.WithLabelValues(l)
 	}
 	return m

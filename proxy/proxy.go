@@ -39,6 +39,10 @@ type Server struct {
 	servers []*smtp.Server
 	lns     []net.Listener
 
+	// reloadMu serialises reloads (SIGHUP and POST /reload may come
+	// together) and guards what a reload replaces: authLim, pool and
+	// their keys (res too, which resMu also guards for the metrics).
+	reloadMu sync.Mutex
 	// res is shared by every check and kept across reloads while dns.*
 	// does not change, so its cache survives.
 	resMu  sync.Mutex
@@ -49,6 +53,7 @@ type Server struct {
 	authLimKey string
 
 	lim    *limiter
+	upLim  *upstreamLimiter
 	met    *metrics
 	http   *http.Server
 	httpLn net.Listener
@@ -76,19 +81,48 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.met = newMetrics(s)
 	s.lim = newLimiter(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
 	s.lim.onReject = s.met.limitRejected
+	s.upLim = newUpstreamLimiter(s.lim)
+	s.upLim.onReject = s.met.limitRejected
+	s.upLim.set(cfg.Upstream.MaxConnections, cfg.Upstream.MaxConnectionsPerIP)
 	cert, err := loadCert(cfg)
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.settings(cfg)
+	b, err := s.build(cfg)
 	if err != nil {
 		return nil, err
 	}
+	s.install(b)
 	s.cert.Store(cert)
 	s.cfg.Store(cfg)
-	s.backend = session.NewBackend(st)
+	s.backend = session.NewBackend(b.st)
 	s.warnOpenFiles(cfg.Limits.MaxConnections)
 	return s, nil
+}
+
+// built is everything a configuration needs, made but not yet installed:
+// a reload builds it whole and installs it only when nothing failed.
+type built struct {
+	st         *session.Settings
+	res        *verify.Resolver
+	resKey     string
+	authLim    *authLimiter
+	authLimKey string
+	pool       *upstream.Pool
+	poolKey    string
+}
+
+// install makes b the running parts (s.reloadMu held, or New). A pool that
+// b replaces says QUIT to its idle connections.
+func (s *Server) install(b *built) {
+	s.resMu.Lock()
+	s.res, s.resKey = b.res, b.resKey
+	s.resMu.Unlock()
+	s.authLim, s.authLimKey = b.authLim, b.authLimKey
+	if s.pool != nil && s.pool != b.pool {
+		s.pool.Close()
+	}
+	s.pool, s.poolKey = b.pool, b.poolKey
 }
 
 // loadCert reads the certificate; it is installed only with the rest of
@@ -124,8 +158,10 @@ func (s *Server) tlsConfig() *tls.Config {
 	}
 }
 
-// settings builds what sessions need from cfg.
-func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
+// build makes what sessions need from cfg, reusing the running resolver,
+// AUTH limiter and MTA pool where their settings did not change. It
+// changes nothing in s (s.reloadMu held, or New).
+func (s *Server) build(cfg *config.Config) (*built, error) {
 	addr := cfg.Upstream.Address
 	want := cfg.Upstream.XClient
 	uo := upstream.Options{
@@ -147,7 +183,8 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 			return verify.ProbeResult{Code: rep.Code, Enhanced: rep.Enhanced, Text: rep.Text()}, nil
 		})
 	}
-	res, err := s.resolver(cfg)
+	b := &built{}
+	res, err := s.resolver(cfg, b)
 	if err != nil {
 		return nil, err
 	}
@@ -171,25 +208,25 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		}
 		users = u
 	}
-	pool := s.upstreamPool(addr, uo, cfg.Upstream.Pool)
-	s.learnMTA(pool, cfg.Upstream.ConnectTimeout.D())
-	if k := fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow); s.authLim == nil || s.authLimKey != k {
-		s.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow.D())
-		s.authLimKey = k
+	b.authLim, b.authLimKey = s.authLim, fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow)
+	if b.authLim == nil || s.authLimKey != b.authLimKey {
+		b.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow.D())
 	}
-	return &session.Settings{
+	b.pool, b.poolKey = s.upstreamPool(addr, uo, cfg.Upstream.Pool)
+	s.learnMTA(b.pool, cfg.Upstream.ConnectTimeout.D())
+	b.st = &session.Settings{
 		ClientName: func(ctx context.Context, ip netip.Addr) string {
 			ctx, cancel := context.WithTimeout(ctx, cfg.DNS.Timeout.D())
 			defer cancel()
 			return res.ClientName(ctx, ip)
 		},
 		Users:           users,
-		AuthLimiter:     s.authLim,
+		AuthLimiter:     b.authLim,
 		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,
 		Hostname:        cfg.Hostname,
 		Policy:          policy,
-		Dial:            pool.Get,
-		Offer:           pool.Offers,
+		Dial:            s.upLim.wrap(b.pool.Get),
+		Offer:           b.pool.Offers,
 		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
 		DataTimeout:     cfg.Limits.DataTimeout.D(),
 		DelayReject:     *cfg.DelayReject,
@@ -198,28 +235,23 @@ func (s *Server) settings(cfg *config.Config) (*session.Settings, error) {
 		Logger:          s.Logger,
 		Limiter:         s.lim,
 		Metrics:         s.met,
-	}, nil
+	}
+	return b, nil
 }
 
-// upstreamPool returns the pool for addr, uo and upstream.pool, keeping
-// the current one (and its idle connections) while they do not change.
-func (s *Server) upstreamPool(addr string, uo upstream.Options, pc config.Pool) *upstream.Pool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// upstreamPool returns the pool for addr, uo and upstream.pool and its
+// key: the running one (and its idle connections) while they do not
+// change, else a new one that install puts in its place.
+func (s *Server) upstreamPool(addr string, uo upstream.Options, pc config.Pool) (*upstream.Pool, string) {
 	maxIdle := pc.MaxIdle
 	if !*pc.Enabled {
 		maxIdle = 0 // nothing kept: a connection per session
 	}
 	key := fmt.Sprint(addr, uo, maxIdle, pc.IdleTimeout, pc.MaxMessages, pc.MaxAge)
 	if s.pool != nil && key == s.poolKey {
-		return s.pool
+		return s.pool, key
 	}
-	if s.pool != nil {
-		s.pool.Close()
-	}
-	s.pool = &upstream.Pool{Addr: addr, Opts: uo, MaxIdle: maxIdle, IdleTimeout: pc.IdleTimeout.D(), MaxMessages: pc.MaxMessages, MaxAge: pc.MaxAge.D()}
-	s.poolKey = key
-	return s.pool
+	return &upstream.Pool{Addr: addr, Opts: uo, MaxIdle: maxIdle, IdleTimeout: pc.IdleTimeout.D(), MaxMessages: pc.MaxMessages, MaxAge: pc.MaxAge.D()}, key
 }
 
 // learnMTA reads the MTA's EHLO (at start and on every reload), so that
@@ -233,18 +265,22 @@ func (s *Server) learnMTA(pool *upstream.Pool, timeout time.Duration) {
 	}
 }
 
-func (s *Server) resolver(cfg *config.Config) (*verify.Resolver, error) {
+// resolver returns the running resolver while dns.* does not change, else
+// a new one; it notes either in b.
+func (s *Server) resolver(cfg *config.Config, b *built) (*verify.Resolver, error) {
 	key := fmt.Sprint(cfg.DNSServers(), cfg.DNS.Timeout)
 	s.resMu.Lock()
-	defer s.resMu.Unlock()
-	if s.res != nil && key == s.resKey {
-		return s.res, nil
+	cur, curKey := s.res, s.resKey
+	s.resMu.Unlock()
+	if cur != nil && key == curKey {
+		b.res, b.resKey = cur, key
+		return cur, nil
 	}
 	r, err := verify.NewResolver(verify.ResolverOptions{Servers: cfg.DNSServers(), Timeout: cfg.DNS.Timeout.D(), OnQuery: s.met.dnsQuery})
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
-	s.res, s.resKey = r, key
+	b.res, b.resKey = r, key
 	return r, nil
 }
 
@@ -361,6 +397,8 @@ func (s *Server) Serve() error {
 // it fails. Listeners and metrics.address need a restart; a change there
 // is logged.
 func (s *Server) Reload(cfg *config.Config) (err error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	defer func() {
 		result := "ok"
 		if err != nil {
@@ -373,15 +411,18 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	if err != nil {
 		return err
 	}
-	st, err := s.settings(cfg)
+	b, err := s.build(cfg)
 	if err != nil {
 		return err
 	}
 	if fmt.Sprint(old.Listen) != fmt.Sprint(cfg.Listen) || old.Metrics != cfg.Metrics {
 		s.Logger.Warn("reload: listen and metrics.address changes take effect at the next restart")
 	}
+	st := b.st
+	s.install(b)
 	s.cert.Store(cert)
 	s.lim.set(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
+	s.upLim.set(cfg.Upstream.MaxConnections, cfg.Upstream.MaxConnectionsPerIP)
 	s.backend.Swap(st)
 	s.cfg.Store(cfg)
 	s.Logger.Info("reloaded", "config", cfg.Path, "checks", strings.Join(st.Policy.Names(), ","))
@@ -469,6 +510,8 @@ func (s *Server) DrainTimeout() time.Duration { return s.cfg.Load().Shutdown.Dra
 
 // closePool says QUIT to the idle MTA connections.
 func (s *Server) closePool() {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	if s.pool != nil {
 		s.pool.Close()
 	}

@@ -115,7 +115,7 @@ func (s *Session) authenticate(identity, login, password string) error {
 			// The MTA was told who the client is without the login; the
 			// next transaction dials again with XCLIENT LOGIN=.
 			s.up.Quit()
-			s.up = nil
+			s.setUp(nil)
 		}
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,11 @@ var (
 	errNUL          = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Error: NUL character in message content; not accepted"}
 	errHeaderTooBig = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message header too large"}
 	errClientGone   = errors.New("client connection lost during DATA")
+	// errDataTimeout answers a client that went quiet in the middle of
+	// DATA: it may still be there and must retry, not bounce (RFC 5321
+	// §4.5.3.2); the text is go-smtp's for a quiet client between
+	// commands.
+	errDataTimeout = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Idle timeout, bye bye"}
 )
 
 // lineReaders are reused across messages: a 64 KiB bufio.Reader per
@@ -109,14 +115,12 @@ func (s *Session) Data(r io.Reader) error {
 		return s.dataError(err, true)
 	}
 	if s.discarded {
-		s.up.Abort()
-		s.up, s.upMail = nil, false
+		s.abortUpstream()
 		return discardedOK
 	}
 	out := s.st.Policy.Message(s.ctx, &s.client, &s.env)
 	if d, ok := s.record(&out, "data"); ok {
-		s.up.Abort()
-		s.up, s.upMail = nil, false
+		s.abortUpstream()
 		if d.Result.Action == verify.Discard {
 			return discardedOK
 		}
@@ -163,7 +167,7 @@ var discardedOK = &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 
 func (s *Session) dataError(err error, upstreamStarted bool) error {
 	if upstreamStarted && s.up != nil {
 		s.up.Abort()
-		s.up = nil
+		s.setUp(nil)
 	} else if s.up != nil {
 		s.up.Reset()
 	}
@@ -184,8 +188,13 @@ func (s *Session) dataError(err error, upstreamStarted bool) error {
 		if isUpstream(err) {
 			return s.upstreamFailure("data", err)
 		}
-		// The client went away or timed out: nobody to answer.
 		s.log.Info("abort", "stage", "data", "error", err.Error())
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.peer.HangUpAfterReply()
+			return errDataTimeout
+		}
+		// The client went away: nobody to answer.
 		return errClientGone
 	}
 	s.log.Info("reject", "stage", "data", "check", checkOf(reply), "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message))

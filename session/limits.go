@@ -1,6 +1,7 @@
 package session
 
 import (
+	"fmt"
 	"net/netip"
 
 	"github.com/emersion/go-smtp"
@@ -23,6 +24,26 @@ type Metrics interface {
 	Decision(stage, check string, code int, warn bool)
 	// Transaction is the end of a DATA: the reply the client got.
 	Transaction(code int)
+}
+
+// LimitError is what Settings.Dial returns when a limit of ours, not the
+// MTA, refused to open a connection to the MTA (the proxy's
+// upstream.max_connections caps): the client gets Reply at RCPT and the
+// log names Check.
+type LimitError struct {
+	Check string
+	Reply *smtp.SMTPError
+}
+
+func (e *LimitError) Error() string { return e.Check + ": " + e.Reply.Message }
+
+// limitRefusal answers a RCPT that a LimitError refused, logged once.
+func (s *Session) limitRefusal(le *LimitError, to string) error {
+	r := le.Reply
+	reply := fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
+	s.log.Info("reject", append([]any{"stage", "rcpt", "check", le.Check, "reply", reply, "rcpt", to}, s.envAttrs()...)...)
+	s.observe("rcpt", le.Check, r.Code, false)
+	return r
 }
 
 // rateLimit takes the tokens for one more recipient (and, at the

@@ -21,10 +21,17 @@ type Peer struct {
 	// AllowInsecureAuth lets AUTH run without TLS (a loopback listener).
 	AllowInsecureAuth bool
 
-	hangUp atomic.Bool
-	busy   atomic.Bool
-	top    atomic.Pointer[net.Conn]
+	hangUp   atomic.Bool
+	busy     atomic.Bool
+	upstream atomic.Bool
+	top      atomic.Pointer[net.Conn]
 }
+
+// HoldsUpstream reports whether the session holds a connection to the MTA
+// (from its first RCPT until it ends or the connection fails): each of
+// those ties up one of the MTA's processes, so the listener gives such a
+// client less idle time (limits.transaction_idle_timeout).
+func (p *Peer) HoldsUpstream() bool { return p.upstream.Load() }
 
 // Busy reports whether a transaction is open (MAIL given, message not yet
 // answered): a draining server lets such sessions finish.

@@ -291,7 +291,7 @@ func (s *Session) Logout() error {
 	defer s.mu.Unlock()
 	if s.up != nil {
 		s.up.Quit()
-		s.up = nil
+		s.setUp(nil)
 	}
 	s.peer.setBusy(false)
 	s.cancel()
@@ -538,6 +538,10 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.refuseParam("rcpt", se, "rcpt", to)
 	}
 	if err != nil {
+		var le *LimitError
+		if errors.As(err, &le) {
+			return s.limitRefusal(le, to)
+		}
 		return s.upstreamFailure("rcpt", err, "rcpt", to)
 	}
 	if rep.Code/100 != 2 {
@@ -568,7 +572,7 @@ func (s *Session) forwardRcpt(to string, params []string) (*upstream.Reply, erro
 		// upstream.pool.max_messages / max_age: a long session moves to a
 		// fresh MTA connection between transactions.
 		s.up.Quit()
-		s.up = nil
+		s.setUp(nil)
 	}
 	if !s.upMail && len(s.env.Recipients) > 0 {
 		// The MTA connection was lost after it accepted recipients: a new
@@ -602,7 +606,7 @@ func (s *Session) beginUpstream(to string, params []string) (rep *upstream.Reply
 		if err != nil {
 			return nil, false, err
 		}
-		s.up = up
+		s.setUp(up)
 	}
 	if _, ok := s.up.Extension("SMTPUTF8"); !ok && (!isASCII(to) || !isASCII(s.upFrom)) {
 		// RFC 6531 §3.5: the MTA could not take this envelope.
@@ -640,9 +644,24 @@ var errTransactionLost = &upstream.Error{Op: "rcpt", Err: errors.New("the MTA co
 func (s *Session) dropUpstream() {
 	if s.up != nil {
 		s.up.Close()
-		s.up = nil
+		s.setUp(nil)
 	}
 	s.upMail = false
+}
+
+// abortUpstream drops the MTA connection in the middle of DATA, without
+// the final dot, so that the MTA queues nothing (upstream.Conn.Abort).
+func (s *Session) abortUpstream() {
+	s.up.Abort()
+	s.setUp(nil)
+	s.upMail = false
+}
+
+// setUp records the MTA connection the session holds (nil: none), and
+// tells the listener through the Peer.
+func (s *Session) setUp(c *upstream.Conn) {
+	s.up = c
+	s.peer.upstream.Store(c != nil)
 }
 
 func (s *Session) clientInfo() *upstream.ClientInfo {
