@@ -104,6 +104,14 @@ listen:
 upstream:
   address: 127.0.0.1:$sinkport
   timeout: 60s
+  # smtp-sink runs with -C -F: nothing to present the client with
+  xclient: off
+  # every smtp-source session comes from 127.0.0.1: the per-client caps
+  # would refuse the -s 100 rows
+  max_connections: 1000
+  max_connections_per_ip: 1000
+limits:
+  max_connections_per_ip: 1000
 domains: [example.com]
 dns:
   servers: [$dnsaddr]
@@ -175,7 +183,7 @@ source_run() {
 	t0=$(date +%s.%N)
 	# shellcheck disable=SC2086
 	if ! smtp-source $args -m "$n" -M client.example.org -f sender@example.org -t rcpt@example.com 127.0.0.1:$port 2>"$err"; then
-		echo "bench: smtp-source failed against port $port:" >&2; head -5 "$err" >&2; echo 0; return
+		echo "bench: smtp-source failed against port $port:" >&2; head -5 "$err" >&2; return 1
 	fi
 	[ -s "$err" ] && { echo "bench: smtp-source complained:" >&2; head -3 "$err" >&2; }
 	t1=$(date +%s.%N)
@@ -194,12 +202,12 @@ row() {
 # (PID's CPU ticks during the relayed runs) and msgs. Uses $args and $n.
 measure() {
 	local port=$1 pid=$2 what=$3 label=$4 r c0 c1 direct=() relay=()
-	source_run "$port" "$args" $(( n / 10 > 2 ? n / 10 : 2 )) >/dev/null
+	source_run "$port" "$args" $(( n / 10 > 2 ? n / 10 : 2 )) >/dev/null || { echo "bench: $what: the warm-up run failed" >&2; exit 1; }
 	ticks=0 msgs=0
 	for r in $(seq "$RUNS"); do
-		direct+=("$(source_run $sinkport "$args" "$n")")
+		direct+=("$(source_run $sinkport "$args" "$n")") || { echo "bench: $what: a direct run failed" >&2; exit 1; }
 		c0=$(cputicks "$pid")
-		relay+=("$(source_run "$port" "$args" "$n")")
+		relay+=("$(source_run "$port" "$args" "$n")") || { echo "bench: $what: a run through $label failed" >&2; exit 1; }
 		c1=$(cputicks "$pid")
 		ticks=$((ticks + c1 - c0)) msgs=$((msgs + n))
 		echo "bench: $what run $r: direct ${direct[-1]}/s $label ${relay[-1]}/s" >&2
