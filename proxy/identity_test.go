@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,53 +13,7 @@ import (
 // refusingMTA announces XCLIENT and refuses it as Postfix does for a host
 // not in smtpd_authorized_xclient_hosts; otherwise it takes every message.
 func refusingMTA(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				fmt.Fprintf(c, "220 mta.test ESMTP\r\n")
-				data := false
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					up := strings.ToUpper(line)
-					switch {
-					case data:
-						if line == ".\r\n" {
-							data = false
-							fmt.Fprintf(c, "250 2.0.0 Ok: queued as ABC\r\n")
-						}
-					case strings.HasPrefix(up, "EHLO"):
-						fmt.Fprintf(c, "250-mta.test\r\n250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN\r\n250 PIPELINING\r\n")
-					case strings.HasPrefix(up, "XCLIENT"):
-						fmt.Fprintf(c, "550 5.7.0 Error: insufficient authorization\r\n")
-					case strings.HasPrefix(up, "DATA"):
-						data = true
-						fmt.Fprintf(c, "354 go ahead\r\n")
-					case strings.HasPrefix(up, "QUIT"):
-						fmt.Fprintf(c, "221 bye\r\n")
-						return
-					default:
-						fmt.Fprintf(c, "250 2.0.0 Ok\r\n")
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return startLineMTA(t, &lineMTA{ehlo: []string{"XCLIENT NAME ADDR PORT PROTO HELO LOGIN"}, refuseXCLIENT: true})
 }
 
 func startServerUpstream(t *testing.T, upstreamYAML string) (*Server, string, *logBuf) {

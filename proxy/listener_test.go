@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,15 +19,28 @@ import (
 	"github.com/smtpgate/smtpgate/config"
 )
 
-// fakeMTA answers every command with 250 (354 for DATA), enough for the
-// session to forward recipients and messages.
-func fakeMTA(t *testing.T) string {
+// lineMTA is a minimal MTA for the proxy's tests: 250 to every command
+// (354 to DATA), PIPELINING and the extra EHLO keywords, XCLIENT refused
+// as Postfix refuses a host it does not authorise when refuseXCLIENT is
+// set; queued counts the messages it took (the final dot answered 250).
+type lineMTA struct {
+	ehlo          []string
+	refuseXCLIENT bool
+	queued        atomic.Int32
+}
+
+func startLineMTA(t *testing.T, m *lineMTA) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	ehlo := "250-mta.test\r\n"
+	for _, kw := range m.ehlo {
+		ehlo += "250-" + kw + "\r\n"
+	}
+	ehlo += "250 PIPELINING\r\n"
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -43,18 +57,22 @@ func fakeMTA(t *testing.T) string {
 					if err != nil {
 						return
 					}
+					cmd := strings.ToUpper(line)
 					switch {
 					case data:
 						if line == ".\r\n" {
 							data = false
+							m.queued.Add(1)
 							fmt.Fprintf(c, "250 2.0.0 Ok: queued as ABC\r\n")
 						}
-					case strings.HasPrefix(strings.ToUpper(line), "EHLO"):
-						fmt.Fprintf(c, "250-mta.test\r\n250 PIPELINING\r\n")
-					case strings.HasPrefix(strings.ToUpper(line), "DATA"):
+					case strings.HasPrefix(cmd, "EHLO"):
+						io.WriteString(c, ehlo)
+					case strings.HasPrefix(cmd, "XCLIENT") && m.refuseXCLIENT:
+						fmt.Fprintf(c, "550 5.7.0 Error: insufficient authorization\r\n")
+					case strings.HasPrefix(cmd, "DATA"):
 						data = true
 						fmt.Fprintf(c, "354 go ahead\r\n")
-					case strings.HasPrefix(strings.ToUpper(line), "QUIT"):
+					case strings.HasPrefix(cmd, "QUIT"):
 						fmt.Fprintf(c, "221 bye\r\n")
 						return
 					default:
@@ -66,6 +84,9 @@ func fakeMTA(t *testing.T) string {
 	}()
 	return ln.Addr().String()
 }
+
+// fakeMTA takes every message.
+func fakeMTA(t *testing.T) string { return startLineMTA(t, &lineMTA{}) }
 
 type logBuf struct {
 	mu sync.Mutex

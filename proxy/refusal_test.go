@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,56 +22,10 @@ import (
 	"github.com/smtpgate/smtpgate/config"
 )
 
-// countingMTA is fakeMTA that counts the messages it queued (the final
-// dot answered with 250).
+// countingMTA takes every message and counts them.
 func countingMTA(t *testing.T) (string, *atomic.Int32) {
-	t.Helper()
-	var queued atomic.Int32
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				fmt.Fprintf(c, "220 mta.test ESMTP\r\n")
-				data := false
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cmd := strings.ToUpper(line)
-					switch {
-					case data:
-						if line == ".\r\n" {
-							data = false
-							queued.Add(1)
-							fmt.Fprintf(c, "250 2.0.0 Ok: queued as ABC\r\n")
-						}
-					case strings.HasPrefix(cmd, "EHLO"):
-						fmt.Fprintf(c, "250-mta.test\r\n250 PIPELINING\r\n")
-					case strings.HasPrefix(cmd, "DATA"):
-						data = true
-						fmt.Fprintf(c, "354 go ahead\r\n")
-					case strings.HasPrefix(cmd, "QUIT"):
-						fmt.Fprintf(c, "221 bye\r\n")
-						return
-					default:
-						fmt.Fprintf(c, "250 2.0.0 Ok\r\n")
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String(), &queued
+	m := &lineMTA{}
+	return startLineMTA(t, m), &m.queued
 }
 
 // startGateMTA is startServer in front of the MTA at mta. It returns a

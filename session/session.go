@@ -400,7 +400,7 @@ func mailParams(o *smtp.MailOptions) []string {
 		p = append(p, "RET="+string(o.Return))
 	}
 	if o.EnvelopeID != "" {
-		p = append(p, "ENVID="+xtext(o.EnvelopeID))
+		p = append(p, "ENVID="+upstream.XText(o.EnvelopeID))
 	}
 	return p
 }
@@ -445,7 +445,7 @@ func rcptParams(o *smtp.RcptOptions) ([]string, *smtp.SMTPError) {
 		case smtp.DSNAddressTypeUTF8:
 			v = "utf-8;" + utf8AddrXtext(o.OriginalRecipient)
 		default:
-			v = "rfc822;" + xtext(o.OriginalRecipient)
+			v = "rfc822;" + upstream.XText(o.OriginalRecipient)
 		}
 		if len(v) > maxOrigRcpt {
 			return nil, errParamTooLong("ORCPT", maxOrigRcpt)
@@ -453,20 +453,6 @@ func rcptParams(o *smtp.RcptOptions) ([]string, *smtp.SMTPError) {
 		p = append(p, "ORCPT="+v)
 	}
 	return p, nil
-}
-
-// xtext encodes per RFC 3461 §4.
-func xtext(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if ch < '!' || ch > '~' || ch == '+' || ch == '=' {
-			fmt.Fprintf(&b, "+%02X", ch)
-			continue
-		}
-		b.WriteByte(ch)
-	}
-	return b.String()
 }
 
 // utf8AddrXtext encodes per RFC 6533 §3 (utf-8-addr-xtext).

@@ -333,7 +333,7 @@ func (c *Conn) attrLine(verb string, ci *ClientInfo) string {
 	line := verb
 	for _, a := range attrs {
 		if announced[a.k] && a.v != "" {
-			line += " " + a.k + "=" + xtext(a.v)
+			line += " " + a.k + "=" + XText(a.v)
 		}
 	}
 	if line == verb {
@@ -405,8 +405,9 @@ func portAttr(p int) string {
 	return strconv.Itoa(p)
 }
 
-// xtext encodes per RFC 3461 §4 as XCLIENT requires.
-func xtext(s string) string {
+// XText encodes s as xtext (RFC 3461 §4), as XCLIENT, XFORWARD and the DSN
+// parameters ENVID and ORCPT require.
+func XText(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		ch := s[i]

@@ -961,7 +961,7 @@ func TestXtext(t *testing.T) {
 		"\x00\x7f~!":    "+00+7F~!",
 		"h\xc3\xa9":     "h+C3+A9",
 	} {
-		if got := xtext(in); got != want {
+		if got := XText(in); got != want {
 			t.Errorf("xtext(%q) = %q, want %q", in, got, want)
 		}
 	}
