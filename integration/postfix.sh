@@ -28,6 +28,17 @@ users=${*:-alice bob}
 
 command -v postfix >/dev/null || { echo "postfix is not installed (apt-get install postfix)" >&2; exit 1; }
 
+# Every Postfix process logs through postlogd's unix-dgram socket
+# (maillog_file). With the kernel's datagram queue at 10 (some minimal VMs;
+# most systems have 512), a burst of log lines before postlogd reads its
+# socket blocks every sender, postlogd's own start-up messages included:
+# the whole instance hangs, "postfix stop" too. Raise it where it is that
+# low (root only; it is a per-network-namespace setting).
+qlen=/proc/sys/net/unix/max_dgram_qlen
+if [ -w "$qlen" ] && [ "$(cat "$qlen")" -lt 512 ]; then
+	echo 512 >"$qlen" || echo "postfix.sh: could not raise $qlen; postlogd may deadlock" >&2
+fi
+
 mkdir -p "$dir/etc" "$dir/queue" "$dir/data" "$dir/mail"
 chmod 755 "$dir"
 dir=$(cd "$dir" && pwd)
