@@ -344,7 +344,6 @@ func (c *peerConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.guard != nil && !c.leaving.Load() {
 		if reply, check := c.guard.out(p, c.inputWaiting); reply != "" {
 			// The session is dead for every later stage, whatever the
@@ -354,18 +353,48 @@ func (c *peerConn) Write(p []byte) (int, error) {
 			c.s.met.Decision("session", check, 421, false)
 			c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "check", check, "reply", reply, "evidence", c.guard.evidence)
 			c.Conn.Write([]byte(reply + "\r\n"))
-			c.Close()
+			c.wmu.Unlock()
+			c.hangUp()
 			return 0, errRefused
 		}
 	}
 	n, err := c.Conn.Write(p)
+	c.wmu.Unlock()
 	if err != nil {
 		c.silentEnd(err) // the greeting to a health check that left
 	}
 	if c.peer.HangingUp() {
-		c.Close()
+		c.hangUp()
 	}
 	return n, err
+}
+
+// lingerMax bounds how long and how much hangUp reads from a client after
+// the reply that ends its session.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 1 << 20
+)
+
+// hangUp closes the connection after the reply that ends the session. A
+// client that pipelined more than we read would get a reset from a plain
+// close (unread input makes the kernel answer with RST), and a reset can
+// destroy our last replies in the client's receive buffer before it reads
+// them, the refusal included. So the write side is shut first (a FIN
+// after the replies) and the client's input is read and dropped, for at
+// most lingerTime and lingerBytes, before the close: the lingering close
+// of HTTP servers.
+func (c *peerConn) hangUp() {
+	tc, ok := c.raw.(*net.TCPConn)
+	if !ok || c.leaving.Load() {
+		c.Close()
+		return
+	}
+	if tc.CloseWrite() == nil {
+		tc.SetReadDeadline(time.Now().Add(lingerTime))
+		io.CopyN(io.Discard, tc, lingerBytes)
+	}
+	c.Close()
 }
 
 // TLSHandshakeFailed is called by go-smtp when a STARTTLS handshake
