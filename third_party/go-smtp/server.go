@@ -112,6 +112,15 @@ func NewServer(be Backend) *Server {
 // Serve accepts incoming connections on the Listener l.
 func (s *Server) Serve(l net.Listener) error {
 	s.locker.Lock()
+	select {
+	case <-s.done:
+		// smtpgate: Close came first; it closes only the listeners it
+		// finds registered, so this one would block in Accept forever.
+		s.locker.Unlock()
+		l.Close()
+		return nil
+	default:
+	}
 	s.listeners = append(s.listeners, l)
 	s.locker.Unlock()
 

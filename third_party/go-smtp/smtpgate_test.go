@@ -248,3 +248,31 @@ func TestServer_ReplyTextASCII(t *testing.T) {
 		t.Fatalf("want %q in %q", want, out)
 	}
 }
+
+// A Close that comes before Serve has registered its listener: Serve must
+// still return (it used to block in Accept forever, and a test's cleanup
+// that waits for it hung until the test binary's timeout).
+func TestServer_CloseBeforeServe(t *testing.T) {
+	s := smtp.NewServer(new(backend))
+	s.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after Close: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second): // a hang guard, not a timing assertion
+		l.Close()
+		t.Fatal("Serve did not return after Close")
+	}
+	// The listener is closed: nobody is left to accept on it.
+	if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+		c.Close()
+		t.Error("the listener is still open after Serve returned")
+	}
+}
