@@ -100,8 +100,9 @@ test: deps vet fmt-check
 demo: deps build
 	bash integration/demo.sh
 
-# bench runs smtp-source against smtp-sink directly and through smtpgate,
-# alternating, and prints a Markdown table (about 3 minutes; FULL=1 for
+# bench runs smtp-source against smtp-sink directly, through smtpgate and
+# through Postfix as a before-queue proxy, alternating, and prints a
+# Markdown table (about 10 minutes; FULL=1 for
 # the long version). See docs/performance.md.
 bench: deps
 	bash integration/bench/run.sh
