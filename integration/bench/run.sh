@@ -5,7 +5,7 @@
 # counts, with smtpgate's default checks on (DNS answered by dnsd on
 # loopback) and with every check off. Prints a Markdown table.
 #
-#   integration/bench/run.sh            quick mode, about 3 minutes
+#   integration/bench/run.sh            quick mode, about 10 minutes
 #   FULL=1 integration/bench/run.sh     4x the messages and 7 runs per cell
 #
 # Environment: RUNS (runs per cell, default 5, FULL 7), SETS (a regexp
