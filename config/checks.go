@@ -1,150 +1,260 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/smtpgate/smtpgate/reply"
+	"gopkg.in/yaml.v3"
 )
 
-// Check is the part every checks.<name> section has.
-type Check struct {
-	// Mode is enforce, warn or off; empty means the check's default.
-	Mode string `yaml:"mode"`
-	// Reply overrides the check's reply: "550 5.7.1 text".
-	Reply string `yaml:"reply"`
-}
+// Checks is the checks: section, one block per check, kept as YAML nodes:
+// each check decodes its own block (Block.Decode), so adding a check
+// touches no type here. The chain of checks (package check) reports a
+// block whose name no check has.
+type Checks map[string]*yaml.Node
 
-// Checks is the checks: section. Each key is a check's name as the logs
-// use it.
-type Checks struct {
-	UnauthDestination    Check            `yaml:"unauth_destination"`
-	UnknownRecipient     Check            `yaml:"unknown_recipient"`
-	NonFQDNSender        NonFQDNSender    `yaml:"non_fqdn_sender"`
-	UnknownSenderDomain  Check            `yaml:"unknown_sender_domain"`
-	OwnDomainForgery     OwnDomainForgery `yaml:"own_domain_forgery"`
-	ForgedHelo           Check            `yaml:"forged_helo"`
-	InvalidHelo          Check            `yaml:"invalid_helo"`
-	NonFQDNHelo          Check            `yaml:"non_fqdn_helo"`
-	DNSBL                DNSBL            `yaml:"dnsbl"`
-	HeaderChecks         TableCheck       `yaml:"header_checks"`
-	BodyChecks           TableCheck       `yaml:"body_checks"`
-	SPF                  Check            `yaml:"spf"`
-	SenderLoginMismatch  Check            `yaml:"sender_login_mismatch"`
-	SenderHeaderMismatch Check            `yaml:"sender_header_mismatch"`
-}
-
-// NonFQDNSender is checks.non_fqdn_sender.
-type NonFQDNSender struct {
-	Check `yaml:",inline"`
-	// RejectLiterals refuses address-literal senders (user@[192.0.2.1]),
-	// which Postfix lets through.
-	RejectLiterals bool `yaml:"reject_address_literals"`
-}
-
-// OwnDomainForgery is checks.own_domain_forgery.
-type OwnDomainForgery struct {
-	Check `yaml:",inline"`
-	// ExemptRelayNetworks lets clients in relay.networks use our domains
-	// without logging in (an internal server).
-	ExemptRelayNetworks bool `yaml:"exempt_relay_networks"`
-}
-
-// DNSBL is checks.dnsbl.
-type DNSBL struct {
-	Check     `yaml:",inline"`
-	Zones     []DNSBLZone `yaml:"zones"`
-	Threshold int         `yaml:"threshold"`
-}
-
-// DNSBLZone is one blocklist.
-type DNSBLZone struct {
-	Zone   string `yaml:"zone"`
-	Weight int    `yaml:"weight"`
-	// Filter restricts the answers that count: 127.0.0.2, 127.0.0.[2..11].
-	Filter string `yaml:"filter"`
-}
-
-// TableCheck is header_checks / body_checks: a Postfix regexp table file.
-type TableCheck struct {
-	Check `yaml:",inline"`
-	File  string `yaml:"file"`
-}
-
-// Reply is a parsed reply override.
-type Reply struct {
-	Code     int
-	Enhanced [3]int
-	Text     string
-}
-
-var replyRe = regexp.MustCompile(`^([245]\d\d) ([245])\.(\d{1,3})\.(\d{1,3}) (\S.*)$`)
-
-// ParseReply parses "550 5.7.1 text". The class of the enhanced code must
-// match the reply code's (RFC 3463 §2).
-func ParseReply(s string) (Reply, error) {
-	m := replyRe.FindStringSubmatch(strings.TrimSpace(s))
-	if m == nil {
-		return Reply{}, fmt.Errorf("%q: want \"CODE X.Y.Z text\", e.g. \"550 5.7.1 Relay access denied\"", s)
+// UnmarshalYAML keeps each check's block as its node.
+func (cs *Checks) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
 	}
-	var r Reply
-	r.Code, _ = strconv.Atoi(m[1])
-	for i := 0; i < 3; i++ {
-		r.Enhanced[i], _ = strconv.Atoi(m[2+i])
+	if n.Kind != yaml.MappingNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: checks: want a mapping of check names to their settings", n.Line)}}
 	}
-	r.Text = m[5]
-	if r.Code/100 != r.Enhanced[0] {
-		return Reply{}, fmt.Errorf("%q: reply code %d and enhanced code class %d differ", s, r.Code, r.Enhanced[0])
+	m := Checks{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		m[k.Value] = v
 	}
-	if r.Code < 400 {
-		return Reply{}, fmt.Errorf("%q: a refusal needs a 4xx or 5xx code", s)
-	}
-	return r, nil
+	*cs = m
+	return nil
 }
 
-// ModeOf returns the configured mode or def.
-func (c Check) ModeOf(def string) string {
-	if c.Mode == "" {
-		return def
-	}
-	return c.Mode
-}
-
-func (cs *Checks) each() map[string]*Check {
-	return map[string]*Check{
-		"unauth_destination":     &cs.UnauthDestination,
-		"unknown_recipient":      &cs.UnknownRecipient,
-		"non_fqdn_sender":        &cs.NonFQDNSender.Check,
-		"unknown_sender_domain":  &cs.UnknownSenderDomain,
-		"own_domain_forgery":     &cs.OwnDomainForgery.Check,
-		"forged_helo":            &cs.ForgedHelo,
-		"invalid_helo":           &cs.InvalidHelo,
-		"non_fqdn_helo":          &cs.NonFQDNHelo,
-		"dnsbl":                  &cs.DNSBL.Check,
-		"header_checks":          &cs.HeaderChecks.Check,
-		"body_checks":            &cs.BodyChecks.Check,
-		"spf":                    &cs.SPF,
-		"sender_login_mismatch":  &cs.SenderLoginMismatch,
-		"sender_header_mismatch": &cs.SenderHeaderMismatch,
-	}
-}
-
-func (cs *Checks) validate(c *Config, v *validator) {
-	for name, ck := range cs.each() {
-		switch ck.Mode {
+// validate checks what every block has: mode and reply. The rest of a
+// block is the check's to decode and validate.
+func (cs Checks) validate(c *Config, v *validator) {
+	for _, name := range cs.Names() {
+		cm, err := c.Block(name).Common()
+		if err != nil {
+			v.fileErr(err)
+			continue
+		}
+		switch cm.Mode {
 		case "", "enforce", "warn", "off":
 		default:
-			v.errorf("checks."+name+".mode", "%q: want enforce, warn or off", ck.Mode)
+			v.errorf("checks."+name+".mode", "%q: want enforce, warn or off", cm.Mode)
 		}
-		if ck.Reply != "" {
-			if _, err := ParseReply(ck.Reply); err != nil {
+		if cm.Reply != "" {
+			if _, err := reply.ParseRefusal(cm.Reply); err != nil {
 				v.errorf("checks."+name+".reply", "%v", err)
 			}
 		}
 	}
-	for i, z := range cs.DNSBL.Zones {
-		if z.Zone == "" {
-			v.errorf(fmt.Sprintf("checks.dnsbl.zones.%d.zone", i), "missing zone name")
+}
+
+// Names lists the configured check names, sorted.
+func (cs Checks) Names() []string {
+	names := make([]string, 0, len(cs))
+	for k := range cs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Block returns the block of the check called name (an empty block when
+// the configuration has none), for the check to decode.
+func (c *Config) Block(name string) *Block {
+	return &Block{File: c.Path, Key: "checks." + name, Node: c.Checks[name]}
+}
+
+// Block is one check's settings under checks:. Every block may hold
+// mode (enforce, warn or off) and reply ("550 5.7.1 text"), which the
+// policy reads; the check decodes the rest into its own type.
+type Block struct {
+	File string
+	Key  string     // "checks.spf"
+	Node *yaml.Node // nil when the configuration has no such block
+}
+
+// Common is what every block has.
+type Common struct {
+	Mode  string `yaml:"mode"`
+	Reply string `yaml:"reply"`
+}
+
+// Common decodes mode and reply, whatever else the block holds.
+func (b *Block) Common() (Common, error) {
+	var c Common
+	if b.Node == nil {
+		return c, nil
+	}
+	if b.Node.Kind != yaml.MappingNode {
+		if b.Node.Tag == "!!null" {
+			return c, nil
+		}
+		return c, Errors{{File: b.File, Line: b.Node.Line, Key: b.Key, Msg: "want a mapping of settings"}}
+	}
+	for i := 0; i+1 < len(b.Node.Content); i += 2 {
+		k, v := b.Node.Content[i], b.Node.Content[i+1]
+		switch k.Value {
+		case "mode":
+			c.Mode = v.Value
+		case "reply":
+			c.Reply = v.Value
 		}
 	}
+	return c, nil
+}
+
+// Decode decodes the block, apart from mode and reply, into v, whose
+// unknown keys are errors. Errors are Errors naming the file, the line and
+// the key ("t.yaml:5: checks.dnsbl.zones: ...").
+func (b *Block) Decode(v any) error {
+	if b.Node == nil || b.Node.Kind != yaml.MappingNode {
+		return nil
+	}
+	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: b.Node.Tag, Line: b.Node.Line, Column: b.Node.Column}
+	for i := 0; i+1 < len(b.Node.Content); i += 2 {
+		if k := b.Node.Content[i].Value; k == "mode" || k == "reply" {
+			continue
+		}
+		rest.Content = append(rest.Content, b.Node.Content[i], b.Node.Content[i+1])
+	}
+	return b.decodeNode(rest, v)
+}
+
+var blockFieldRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+
+// decodeNode decodes n into v, reporting keys v has no field for.
+func (b *Block) decodeNode(n *yaml.Node, v any) error {
+	var errs Errors
+	errs = append(errs, b.unknownKeys(n, v)...)
+	if err := n.Decode(v); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, e := range te.Errors {
+				ce := Error{File: b.File, Key: b.Key, Msg: e}
+				if m := yamlLineRe.FindStringSubmatch(e); m != nil {
+					ce.Line, _ = strconv.Atoi(m[1])
+					ce.Msg = m[2]
+				}
+				if m := blockFieldRe.FindStringSubmatch(ce.Msg); m != nil {
+					continue // reported by unknownKeys
+				}
+				errs = append(errs, ce)
+			}
+		} else {
+			errs = append(errs, Error{File: b.File, Line: n.Line, Key: b.Key, Msg: err.Error()})
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// unknownKeys reports the keys of mapping n that the struct v has no yaml
+// field for (v's known keys are its yaml tags, and those of inlined
+// structs).
+func (b *Block) unknownKeys(n *yaml.Node, v any) Errors {
+	known := yamlKeys(v)
+	if known == nil {
+		return nil
+	}
+	var errs Errors
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !known[k.Value] {
+			errs = append(errs, Error{File: b.File, Line: k.Line, Key: b.Key + "." + k.Value, Msg: "unknown key (in " + b.Key + ")"})
+		}
+	}
+	return errs
+}
+
+// Errorf is an error about the block's key field (or the block itself
+// when field is ""), at that key's line.
+func (b *Block) Errorf(field string, format string, args ...any) error {
+	key, line := b.Key, 0
+	if b.Node != nil {
+		line = b.Node.Line
+	}
+	if field != "" {
+		key += "." + field
+		line = b.fieldLine(field, line)
+	}
+	return Errors{{File: b.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}}
+}
+
+// fieldLine finds the line of a dotted field path ("zones.0.zone") in the
+// block.
+func (b *Block) fieldLine(field string, line int) int {
+	n := b.Node
+	for _, part := range strings.Split(field, ".") {
+		if n == nil {
+			return line
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			var next *yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == part {
+					line = n.Content[i].Line
+					next = n.Content[i+1]
+					break
+				}
+			}
+			n = next
+		case yaml.SequenceNode:
+			i, err := strconv.Atoi(part)
+			if err != nil || i < 0 || i >= len(n.Content) {
+				return line
+			}
+			n = n.Content[i]
+			line = n.Line
+		default:
+			return line
+		}
+	}
+	return line
+}
+
+// yamlKeys lists the yaml keys of the struct v points to, following
+// inlined structs; nil when v is not a pointer to a struct.
+func yamlKeys(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	keys := map[string]bool{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("yaml")
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "-" {
+				continue
+			}
+			if strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct {
+				walk(f.Type)
+				continue
+			}
+			if !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			keys[name] = true
+		}
+	}
+	walk(t.Elem())
+	return keys
 }

@@ -629,8 +629,6 @@ func (c *Config) validate(v *validator) {
 	for _, f := range []struct{ key, path string }{
 		{"auth.sender_login_maps", c.Auth.SenderLoginMaps},
 		{"auth.users_file", c.Auth.UsersFile},
-		{"checks.header_checks.file", c.Checks.HeaderChecks.File},
-		{"checks.body_checks.file", c.Checks.BodyChecks.File},
 	} {
 		if f.path != "" {
 			if _, err := os.Stat(f.path); err != nil {

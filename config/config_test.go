@@ -112,18 +112,6 @@ func TestRecipientList(t *testing.T) {
 	}
 }
 
-func TestParseReply(t *testing.T) {
-	r, err := ParseReply("554 5.7.1 Go away")
-	if err != nil || r.Code != 554 || r.Enhanced != [3]int{5, 7, 1} || r.Text != "Go away" {
-		t.Errorf("ParseReply = %+v, %v", r, err)
-	}
-	for _, bad := range []string{"250 2.0.0 ok", "554 4.7.1 mismatch", "554 text", "55 5.7.1 x"} {
-		if _, err := ParseReply(bad); err == nil {
-			t.Errorf("ParseReply(%q) accepted", bad)
-		}
-	}
-}
-
 func TestSTARTTLSByDefaultWithACertificate(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")

@@ -108,10 +108,10 @@ func (m *metrics) upstream(op string, wait time.Duration, err error) {
 	m.upstreamSeconds.WithLabelValues(op).Observe(wait.Seconds())
 }
 
-// dnsQuery is verify.ResolverOptions.OnQuery.
+// dnsQuery is dns.Options.OnQuery.
 func (m *metrics) dnsQuery(d time.Duration, err error) { m.dnsSeconds.Observe(d.Seconds()) }
 
-// dnsCollector exports the resolver's own counters (verify.ResolverStats)
+// dnsCollector exports the resolver's own counters (dns.Stats)
 // at scrape time, from whichever resolver the running config uses.
 type dnsCollector struct{ s *Server }
 

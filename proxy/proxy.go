@@ -2,7 +2,7 @@
 // wiring, reload and graceful shutdown. It turns a config.Config into the
 // session.Settings that each new session uses.
 //
-// proxy knows nothing of the checks' details: verify.Build does that.
+// proxy knows nothing of the checks' details: check.Build does that.
 package proxy
 
 import (
@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,10 +22,14 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpgate/smtpgate/check"
 	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/dns"
+	"github.com/smtpgate/smtpgate/policy"
+	"github.com/smtpgate/smtpgate/reply"
 	"github.com/smtpgate/smtpgate/session"
 	"github.com/smtpgate/smtpgate/upstream"
-	"github.com/smtpgate/smtpgate/verify"
+	"github.com/smtpgate/smtpgate/users"
 )
 
 // Server runs smtpgate's listeners.
@@ -46,7 +49,7 @@ type Server struct {
 	// res is shared by every check and kept across reloads while dns.*
 	// does not change, so its cache survives.
 	resMu  sync.Mutex
-	res    *verify.Resolver
+	res    *dns.Resolver
 	resKey string
 	// authLim outlives reloads: a reload must not reset a lock-out.
 	authLim    *authLimiter
@@ -104,7 +107,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 // a reload builds it whole and installs it only when nothing failed.
 type built struct {
 	st         *session.Settings
-	res        *verify.Resolver
+	res        *dns.Resolver
 	resKey     string
 	authLim    *authLimiter
 	authLimKey string
@@ -173,14 +176,14 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 		Observe:        s.met.upstream,
 		OnIdentity:     func(id upstream.Identity) { s.ident.report(want, addr, id) },
 	}
-	var prober verify.RecipientProber
+	var prober policy.RecipientProber
 	if cfg.Recipients.Verify == "upstream" {
-		prober = probeFunc(func(ctx context.Context, rcpt string) (verify.ProbeResult, error) {
+		prober = probeFunc(func(ctx context.Context, rcpt string) (reply.Reply, error) {
 			rep, err := upstream.Probe(ctx, addr, uo, rcpt)
 			if err != nil {
-				return verify.ProbeResult{}, err
+				return reply.Reply{}, err
 			}
-			return verify.ProbeResult{Code: rep.Code, Enhanced: rep.Enhanced, Text: rep.Text()}, nil
+			return reply.New(rep.Code, rep.Enhanced, rep.Text()), nil
 		})
 	}
 	b := &built{}
@@ -188,25 +191,20 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	policy, err := verify.Build(cfg, verify.Deps{Resolver: res, Prober: prober, OwnIPs: ownIPs(cfg), Logger: s.Logger})
+	pol, err := check.Build(cfg, check.Deps{Resolver: res, Prober: prober, OwnIPs: ownIPs(cfg), Logger: s.Logger})
 	if err != nil {
 		return nil, err
 	}
-	var users session.Authenticator
+	var auth session.Authenticator
 	if cfg.Auth.UsersFile != "" {
-		f, err := os.Open(cfg.Auth.UsersFile)
-		if err != nil {
-			return nil, err
-		}
-		u, err := verify.ParseUsers(f, cfg.Auth.UsersFile)
-		f.Close()
+		u, err := users.Load(cfg.Auth.UsersFile)
 		if err != nil {
 			return nil, err
 		}
 		for _, w := range u.Warnings() {
 			s.Logger.Warn("users file", "file", cfg.Auth.UsersFile, "warning", w)
 		}
-		users = u
+		auth = u
 	}
 	b.authLim, b.authLimKey = s.authLim, fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow)
 	if b.authLim == nil || s.authLimKey != b.authLimKey {
@@ -220,11 +218,11 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 			defer cancel()
 			return res.ClientName(ctx, ip)
 		},
-		Users:           users,
+		Users:           auth,
 		AuthLimiter:     b.authLim,
 		MaxAuthFailures: cfg.Auth.MaxFailuresPerSession,
 		Hostname:        cfg.Hostname,
-		Policy:          policy,
+		Policy:          pol,
 		Dial:            s.upLim.wrap(b.pool.Get),
 		Offer:           b.pool.Offers,
 		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
@@ -267,7 +265,7 @@ func (s *Server) learnMTA(pool *upstream.Pool, timeout time.Duration) {
 
 // resolver returns the running resolver while dns.* does not change, else
 // a new one; it notes either in b.
-func (s *Server) resolver(cfg *config.Config, b *built) (*verify.Resolver, error) {
+func (s *Server) resolver(cfg *config.Config, b *built) (*dns.Resolver, error) {
 	key := fmt.Sprint(cfg.DNSServers(), cfg.DNS.Timeout)
 	s.resMu.Lock()
 	cur, curKey := s.res, s.resKey
@@ -276,7 +274,7 @@ func (s *Server) resolver(cfg *config.Config, b *built) (*verify.Resolver, error
 		b.res, b.resKey = cur, key
 		return cur, nil
 	}
-	r, err := verify.NewResolver(verify.ResolverOptions{Servers: cfg.DNSServers(), Timeout: cfg.DNS.Timeout.D(), OnQuery: s.met.dnsQuery})
+	r, err := dns.NewResolver(dns.Options{Servers: cfg.DNSServers(), Timeout: cfg.DNS.Timeout.D(), OnQuery: s.met.dnsQuery})
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
@@ -310,9 +308,9 @@ func ownIPs(cfg *config.Config) []netip.Addr {
 	return ips
 }
 
-type probeFunc func(ctx context.Context, rcpt string) (verify.ProbeResult, error)
+type probeFunc func(ctx context.Context, rcpt string) (reply.Reply, error)
 
-func (f probeFunc) ProbeRecipient(ctx context.Context, rcpt string) (verify.ProbeResult, error) {
+func (f probeFunc) ProbeRecipient(ctx context.Context, rcpt string) (reply.Reply, error) {
 	return f(ctx, rcpt)
 }
 

@@ -78,8 +78,7 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "header_checks")
 	// RE2 has no look-behind: the table does not compile.
 	os.WriteFile(bad, []byte("/(?<=x)y/ REJECT no\n"), 0o644)
-	cfg := reloadConfig(t, mta, "dns:\n  servers: [127.0.0.2:1]\nauth:\n  failures_per_ip: 9\n")
-	cfg.Checks.HeaderChecks.File = bad
+	cfg := reloadConfig(t, mta, "  header_checks:\n    file: "+bad+"\ndns:\n  servers: [127.0.0.2:1]\nauth:\n  failures_per_ip: 9\n")
 	cfg.Upstream.Timeout = config.Duration(7)
 	err = s.Reload(cfg)
 	if err == nil || !strings.Contains(err.Error(), "header_checks") {

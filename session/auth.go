@@ -9,7 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// Authenticator checks our users' credentials (verify.Users).
+// Authenticator checks our users' credentials (policy.Users).
 type Authenticator interface {
 	Authenticate(login, password string) bool
 }

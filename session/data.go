@@ -13,7 +13,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/smtpgate/smtpgate/verify"
+	"github.com/smtpgate/smtpgate/policy"
 )
 
 // Replies of the DATA stage.
@@ -83,7 +83,7 @@ func (s *Session) Data(r io.Reader) error {
 		return s.dataError(err, early)
 	}
 	if refusal != nil {
-		if refusal.Result.Action == verify.Discard {
+		if refusal.Result.Action == policy.Discard {
 			s.up.Reset()
 			s.upMail = false
 			return discardedOK
@@ -118,10 +118,10 @@ func (s *Session) Data(r io.Reader) error {
 		s.abortUpstream()
 		return discardedOK
 	}
-	out := s.st.Policy.Message(s.ctx, &s.client, &s.env)
+	out := s.run.Message(s.ctx, &s.client, &s.env)
 	if d, ok := s.record(&out, "data"); ok {
 		s.abortUpstream()
-		if d.Result.Action == verify.Discard {
+		if d.Result.Action == policy.Discard {
 			return discardedOK
 		}
 		return replyErr(d.Result.Reply)
@@ -292,7 +292,7 @@ func isFieldLine(line []byte) bool {
 // checkHeader runs the header checks on each unfolded field. It returns
 // the fields to prepend and the refusal, if any; IGNOREd fields are
 // blanked in hdr by writeHeader via s.dropped.
-func (s *Session) checkHeader(hdr []byte) (prepend []string, refusal *verify.Decision, err error) {
+func (s *Session) checkHeader(hdr []byte) (prepend []string, refusal *policy.Decision, err error) {
 	if !s.st.Policy.HasHeaderChecks() {
 		return nil, nil, nil
 	}
@@ -302,7 +302,7 @@ func (s *Session) checkHeader(hdr []byte) (prepend []string, refusal *verify.Dec
 		raw := hdr[off:end]
 		if len(raw) > 2 {
 			h := unfold(raw)
-			out := s.st.Policy.Header(s.ctx, &s.client, &s.env, h)
+			out := s.run.Header(s.ctx, &s.client, &s.env, h)
 			prepend = append(prepend, out.Prepend...)
 			if out.DropHeader {
 				s.dropped = append(s.dropped, [2]int{off, end})
@@ -332,11 +332,11 @@ func fieldEnd(hdr []byte, off int) int {
 	}
 }
 
-func unfold(raw []byte) *verify.Header {
+func unfold(raw []byte) *policy.Header {
 	name, value, _ := bytes.Cut(raw, []byte{':'})
 	v := strings.ReplaceAll(string(value), "\r\n", "")
 	v = strings.TrimRight(strings.TrimLeft(v, " \t"), " \t")
-	return &verify.Header{Name: string(name), Value: v, Raw: raw}
+	return &policy.Header{Name: string(name), Value: v, Raw: raw}
 }
 
 func (s *Session) writeHeader(w io.Writer, hdr []byte) error {
@@ -361,9 +361,9 @@ func (s *Session) streamBody(br *bufio.Reader, first []byte, w io.Writer) (int64
 	put := func(line []byte) error {
 		size += int64(len(line))
 		if body && !s.discarded {
-			out := s.st.Policy.BodyLine(s.ctx, &s.client, &s.env, line[:len(line)-2])
+			out := s.run.BodyLine(s.ctx, &s.client, &s.env, line[:len(line)-2])
 			if d, ok := s.record(&out, "body"); ok {
-				if d.Result.Action == verify.Discard {
+				if d.Result.Action == policy.Discard {
 					s.discarded = true
 				} else {
 					return replyErr(d.Result.Reply)

@@ -7,7 +7,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/smtpgate/smtpgate/verify"
+	"github.com/smtpgate/smtpgate/address"
+	"github.com/smtpgate/smtpgate/policy"
 )
 
 // The entry checks of EHLO, MAIL and RCPT: what RFC 5321 and RFC 6531
@@ -66,7 +67,7 @@ func (s *Session) checkPath(stage, path string, utf8 bool) error {
 		return nil // the null sender
 	}
 	role, enhanced := "sender", smtp.EnhancedCode{5, 1, 7}
-	if stage == verify.StageRcpt {
+	if stage == policy.StageRcpt {
 		role, enhanced = "recipient", smtp.EnhancedCode{5, 1, 3}
 	}
 	if !utf8 && !isASCII(path) {
@@ -74,7 +75,7 @@ func (s *Session) checkPath(stage, path string, utf8 bool) error {
 		s.refuse(stage, "smtputf8", reply, pathAttr(stage), path)
 		return reply
 	}
-	if err := verify.CheckPathLimits(path); err != nil {
+	if err := address.CheckPathLimits(path); err != nil {
 		reply := &smtp.SMTPError{Code: 501, EnhancedCode: enhanced, Message: "Bad " + role + " address syntax: " + err.Error() + " (RFC 5321 4.5.3.1)"}
 		s.refuse(stage, "address_syntax", reply, pathAttr(stage), path)
 		return reply
@@ -83,7 +84,7 @@ func (s *Session) checkPath(stage, path string, utf8 bool) error {
 }
 
 func pathAttr(stage string) string {
-	if stage == verify.StageRcpt {
+	if stage == policy.StageRcpt {
 		return "rcpt"
 	}
 	return "from"

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/smtpgate/smtpgate/verify"
+	"github.com/smtpgate/smtpgate/policy"
 )
 
 // Entry checks of EHLO, MAIL and RCPT that hold whatever checks are
@@ -87,7 +87,7 @@ func TestNestedMailRefused(t *testing.T) {
 // next MAIL is not "nested".
 func TestRefusedMailOpensNoTransaction(t *testing.T) {
 	m := startMTA(t, nil)
-	g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, mailCheck{"spam@example.org"})})
+	g := startGate(t, m, gateOptions{policy: onePolicy(policy.Enforce, mailCheck{"spam@example.org"})})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
 	c.expect("MAIL FROM:<spam@example.org>", 553, "5.7.1")

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpgate/smtpgate/verify"
+	"github.com/smtpgate/smtpgate/check/content"
+	"github.com/smtpgate/smtpgate/policy"
+	"github.com/smtpgate/smtpgate/table"
 )
 
 // bodyChunk is whole CRLF lines of base64-like text, about 64 KiB.
@@ -87,7 +89,7 @@ func TestDataMemoryBounded(t *testing.T) {
 // BenchmarkDataStreaming relays 1 MB messages with header checks on, one
 // after the other on one client connection (and one MTA connection).
 func BenchmarkDataStreaming(b *testing.B) {
-	table, err := verify.ParseRegexpTable(strings.NewReader(
+	table, err := table.ParseRegexpTable(strings.NewReader(
 		"/^Subject:.*viagra/\tREJECT no spam\n"+
 			"/^X-Spam-Flag: YES/\tDISCARD\n"+
 			"/^Content-Type:.*application\\/x-msdownload/\tREJECT no executables\n"+
@@ -95,11 +97,11 @@ func BenchmarkDataStreaming(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hc, err := verify.NewHeaderChecks(table)
+	hc, err := content.NewHeaderChecks(table)
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := verify.NewPolicy(verify.Check{Name: "header_checks", Mode: verify.Enforce, Checker: hc})
+	p := policy.NewPolicy(policy.Check{Mode: policy.Enforce, Checker: hc})
 	m := startMTA(b, func(m *fakeMTA) { m.discard = true })
 	g := startGate(b, m, gateOptions{policy: p})
 	c := dialGate(b, g)

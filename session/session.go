@@ -23,15 +23,17 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpgate/smtpgate/address"
+	"github.com/smtpgate/smtpgate/policy"
+	"github.com/smtpgate/smtpgate/reply"
 	"github.com/smtpgate/smtpgate/upstream"
-	"github.com/smtpgate/smtpgate/verify"
 )
 
 // Settings are what sessions need; a new Settings (after a reload) applies
 // to sessions that start afterwards.
 type Settings struct {
 	Hostname string
-	Policy   *verify.Policy
+	Policy   *policy.Policy
 	// Dial opens a connection to the MTA presenting the client.
 	Dial func(ctx context.Context, ci *upstream.ClientInfo) (*upstream.Conn, error)
 	// MaxHeaderBytes bounds the header block held for the header checks.
@@ -110,16 +112,19 @@ func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if st.ClientName != nil {
 		s.client.Hostname = st.ClientName(s.ctx, s.client.Addr)
 	}
-	out := st.Policy.Connect(s.ctx, &s.client)
-	if d, ok := s.record(&out, verify.StageConnect); ok {
+	// The session's run through the policy: stateful checks start here
+	// and are closed at Logout (or here, when the session is refused).
+	s.run = st.Policy.Start(s.ctx, &s.client)
+	out := s.run.Connect(s.ctx, &s.client)
+	if d, ok := s.record(&out, policy.StageConnect); ok {
 		if !st.DelayReject {
-			s.cancel()
+			s.end()
 			return nil, replyErr(d.Result.Reply)
 		}
 		s.connRefusal = &d
 	}
 	if err := s.helo(c.Hostname()); err != nil {
-		s.cancel()
+		s.end()
 		return nil, err
 	}
 	return s, nil
@@ -136,20 +141,21 @@ type Session struct {
 	mu sync.Mutex
 
 	st     *Settings
+	run    *policy.Run
 	conn   *smtp.Conn
 	peer   *Peer
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    *slog.Logger
 
-	client verify.Client
-	env    verify.Envelope
+	client policy.Client
+	env    policy.Envelope
 
 	// connRefusal, heloRefusal and mailRefusal hold refusals delayed to
 	// RCPT (delay_reject).
-	connRefusal *verify.Decision
-	heloRefusal *verify.Decision
-	mailRefusal *verify.Decision
+	connRefusal *policy.Decision
+	heloRefusal *policy.Decision
+	mailRefusal *policy.Decision
 	// mailParams are the MAIL FROM parameters to pass on.
 	mailParams []string
 	// utf8 is set when MAIL carried SMTPUTF8 (RFC 6531).
@@ -187,8 +193,8 @@ func (s *Session) helo(name string) error {
 	if s.refusedEarlier() {
 		return nil
 	}
-	out := s.st.Policy.Helo(s.ctx, &s.client)
-	if d, ok := s.record(&out, verify.StageHelo); ok {
+	out := s.run.Helo(s.ctx, &s.client)
+	if d, ok := s.record(&out, policy.StageHelo); ok {
 		if !s.st.DelayReject {
 			return replyErr(d.Result.Reply)
 		}
@@ -210,10 +216,10 @@ func (s *Session) Greet(name string) error {
 // record logs every decision of a stage (warn-mode "would reject" ones
 // included) and returns the enforced refusal, if any. A refusal delayed to
 // RCPT (delay_reject) is logged when it is reported there.
-func (s *Session) record(out *verify.Outcome, stage string, attrs ...any) (verify.Decision, bool) {
+func (s *Session) record(out *policy.Outcome, stage string, attrs ...any) (policy.Decision, bool) {
 	ref, refused := out.Refusal()
 	for _, d := range out.Decisions {
-		if refused && d.Enforced() && s.st.DelayReject && (stage == verify.StageConnect || stage == verify.StageHelo || stage == verify.StageMail) {
+		if refused && d.Enforced() && s.st.DelayReject && (stage == policy.StageConnect || stage == policy.StageHelo || stage == policy.StageMail) {
 			continue // logged when reported at RCPT
 		}
 		s.logDecision(d, attrs...)
@@ -221,23 +227,23 @@ func (s *Session) record(out *verify.Outcome, stage string, attrs ...any) (verif
 	return ref, refused
 }
 
-func (s *Session) logDecision(d verify.Decision, attrs ...any) {
+func (s *Session) logDecision(d policy.Decision, attrs ...any) {
 	msg := "reject"
 	level := slog.LevelInfo
 	switch {
-	case d.Result.Action == verify.Pass:
+	case d.Result.Action == policy.Pass:
 		msg = "note"
-	case d.Mode == verify.Warn:
+	case d.Mode == policy.Warn:
 		msg = "would reject"
-		if d.Result.Action == verify.Discard {
+		if d.Result.Action == policy.Discard {
 			msg = "would discard"
 		}
-	case d.Result.Action == verify.Discard:
+	case d.Result.Action == policy.Discard:
 		msg = "discard"
 	}
-	s.observe(d.Stage, d.Check, d.Result.Reply.Code, d.Mode == verify.Warn)
+	s.observe(d.Stage, d.Check, d.Result.Reply.Code, d.Mode == policy.Warn)
 	args := []any{"stage", d.Stage, "check", d.Check, "mode", d.Mode.String()}
-	if d.Result.Action != verify.Pass {
+	if d.Result.Action != policy.Pass {
 		args = append(args, "reply", d.Result.Reply.String())
 	}
 	if d.Result.Evidence != "" {
@@ -256,7 +262,7 @@ func (s *Session) envAttrs() []any {
 	return a
 }
 
-func replyErr(r verify.Reply) *smtp.SMTPError {
+func replyErr(r reply.Reply) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
 }
 
@@ -277,7 +283,7 @@ func (s *Session) Reset() {
 		s.up.Reset()
 	}
 	s.upMail = false
-	s.env = verify.Envelope{}
+	s.env = policy.Envelope{}
 	s.mailParams = nil
 	s.mailRefusal = nil
 	s.prepend = s.prepend[:0]
@@ -294,8 +300,16 @@ func (s *Session) Logout() error {
 		s.setUp(nil)
 	}
 	s.peer.setBusy(false)
-	s.cancel()
+	s.end()
 	return nil
+}
+
+// end closes the session's policy run and cancels its context.
+func (s *Session) end() {
+	if err := s.run.Close(); err != nil {
+		s.log.Warn("closing a check's session state", "error", err.Error())
+	}
+	s.cancel()
 }
 
 // replyMailOK answers an accepted MAIL (RFC 3463 X.1.0: other address
@@ -325,7 +339,7 @@ func (s *Session) mail(from string, opts *smtp.MailOptions) error {
 		}
 	}
 	if s.peer.Busy() {
-		s.refuse(verify.StageMail, "nested_mail", errNestedMail, "from", from, "open_from", s.env.From)
+		s.refuse(policy.StageMail, "nested_mail", errNestedMail, "from", from, "open_from", s.env.From)
 		return errNestedMail
 	}
 	if s.peer.RequireAuth && s.client.Login == "" {
@@ -334,7 +348,7 @@ func (s *Session) mail(from string, opts *smtp.MailOptions) error {
 		return errAuthRequired
 	}
 	utf8 := opts != nil && opts.UTF8
-	if err := s.checkPath(verify.StageMail, from, utf8); err != nil {
+	if err := s.checkPath(policy.StageMail, from, utf8); err != nil {
 		return err
 	}
 	if opts != nil && len(opts.EnvelopeID) > maxEnvelopeID {
@@ -343,15 +357,15 @@ func (s *Session) mail(from string, opts *smtp.MailOptions) error {
 	s.txn++
 	s.utf8 = utf8
 	s.peer.setBusy(true)
-	s.env = verify.Envelope{From: from}
+	s.env = policy.Envelope{From: from}
 	s.upFrom = forwardForm(from)
 	s.mailParams = mailParams(opts)
 	if s.refusedEarlier() {
 		return nil // refused at RCPT anyway: spare the DNS
 	}
-	out := s.st.Policy.Mail(s.ctx, &s.client, from)
+	out := s.run.Mail(s.ctx, &s.client, &s.env, from)
 	s.prepend = append(s.prepend[:0], out.Prepend...) // Received-SPF:
-	if d, ok := s.record(&out, verify.StageMail); ok {
+	if d, ok := s.record(&out, policy.StageMail); ok {
 		if s.st.DelayReject {
 			s.mailRefusal = &d
 			return nil
@@ -370,7 +384,7 @@ func forwardForm(addr string) string {
 	if addr == "" {
 		return ""
 	}
-	a, err := verify.ParseAddress(addr)
+	a, err := address.Parse(addr)
 	if err != nil {
 		return addr
 	}
@@ -497,18 +511,18 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return errInTransfer
 	}
 	defer s.mu.Unlock()
-	if err := s.checkPath(verify.StageRcpt, to, s.utf8); err != nil {
+	if err := s.checkPath(policy.StageRcpt, to, s.utf8); err != nil {
 		return err
 	}
 	to = s.postmasterPath(to)
-	for _, held := range []*verify.Decision{s.connRefusal, s.heloRefusal, s.mailRefusal} {
+	for _, held := range []*policy.Decision{s.connRefusal, s.heloRefusal, s.mailRefusal} {
 		if held != nil {
 			s.logDecision(*held, "rcpt", to)
 			return replyErr(held.Result.Reply)
 		}
 	}
-	out := s.st.Policy.Rcpt(s.ctx, &s.client, &s.env, to)
-	if d, ok := s.record(&out, verify.StageRcpt, "rcpt", to); ok {
+	out := s.run.Rcpt(s.ctx, &s.client, &s.env, to)
+	if d, ok := s.record(&out, policy.StageRcpt, "rcpt", to); ok {
 		return replyErr(d.Result.Reply)
 	}
 	if err := s.rateLimit(to); err != nil {

@@ -17,9 +17,10 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpgate/smtpgate/policy"
+	smtpreply "github.com/smtpgate/smtpgate/reply"
 	"github.com/smtpgate/smtpgate/session"
 	"github.com/smtpgate/smtpgate/upstream"
-	"github.com/smtpgate/smtpgate/verify"
 )
 
 // The fake MTA is a go-smtp server whose backend records every
@@ -279,7 +280,7 @@ type gate struct {
 }
 
 type gateOptions struct {
-	policy          *verify.Policy
+	policy          *policy.Policy
 	maxHeaderBytes  int
 	maxMessageBytes int64
 	delayReject     bool
@@ -301,7 +302,7 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 		mtaAddr = m.addr
 	}
 	if o.policy == nil {
-		o.policy = verify.NewPolicy()
+		o.policy = policy.NewPolicy()
 	}
 	if o.maxHeaderBytes == 0 {
 		o.maxHeaderBytes = 64 << 10
@@ -765,55 +766,60 @@ func TestUpstreamReusedAcrossTransactions(t *testing.T) {
 
 // Test checks.
 
-var testRefusal = verify.Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Refused by test check"}
+var testRefusal = smtpreply.Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Refused by test check"}
 
 type rcptCheck struct{ refuse string }
 
-func (k rcptCheck) CheckRcpt(_ context.Context, _ *verify.Client, _ *verify.Envelope, rcpt string) verify.Result {
+func (rcptCheck) Name() string   { return "rcpt" }
+func (mailCheck) Name() string   { return "mail" }
+func (headerCheck) Name() string { return "header" }
+func (bodyCheck) Name() string   { return "body" }
+
+func (k rcptCheck) CheckRcpt(_ context.Context, _ *policy.Client, _ *policy.Envelope, rcpt string) policy.Result {
 	if rcpt == k.refuse {
-		return verify.Rejected(verify.Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "Recipient refused by test check"}, "test")
+		return policy.Rejected(smtpreply.Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "Recipient refused by test check"}, "test")
 	}
-	return verify.Result{}
+	return policy.Result{}
 }
 
 type mailCheck struct{ refuse string }
 
-func (k mailCheck) CheckMail(_ context.Context, _ *verify.Client, from string) verify.Result {
+func (k mailCheck) CheckMail(_ context.Context, _ *policy.Client, _ *policy.Envelope, from string) policy.Result {
 	if from == k.refuse {
-		return verify.Rejected(verify.Reply{Code: 553, Enhanced: [3]int{5, 7, 1}, Text: "Sender refused by test check"}, "test")
+		return policy.Rejected(smtpreply.Reply{Code: 553, Enhanced: [3]int{5, 7, 1}, Text: "Sender refused by test check"}, "test")
 	}
-	return verify.Result{}
+	return policy.Result{}
 }
 
 // headerCheck acts on the first field whose "Name: value" contains match.
 type headerCheck struct {
 	match  string
-	action verify.Action
+	action policy.Action
 }
 
-func (k headerCheck) CheckHeader(_ context.Context, _ *verify.Client, _ *verify.Envelope, h *verify.Header) verify.Result {
+func (k headerCheck) CheckHeader(_ context.Context, _ *policy.Client, _ *policy.Envelope, h *policy.Header) policy.Result {
 	if strings.Contains(h.Name+": "+h.Value, k.match) {
-		return verify.Result{Action: k.action, Reply: testRefusal, Evidence: "test"}
+		return policy.Result{Action: k.action, Reply: testRefusal, Evidence: "test"}
 	}
-	return verify.Result{}
+	return policy.Result{}
 }
 
 type bodyCheck struct{ match string }
 
-func (k bodyCheck) CheckBodyLine(_ context.Context, _ *verify.Client, _ *verify.Envelope, line []byte) verify.Result {
+func (k bodyCheck) CheckBodyLine(_ context.Context, _ *policy.Client, _ *policy.Envelope, line []byte) policy.Result {
 	if bytes.Contains(line, []byte(k.match)) {
-		return verify.Rejected(testRefusal, "test")
+		return policy.Rejected(testRefusal, "test")
 	}
-	return verify.Result{}
+	return policy.Result{}
 }
 
-func policy(mode verify.Mode, checker any) *verify.Policy {
-	return verify.NewPolicy(verify.Check{Name: "test", Mode: mode, Checker: checker})
+func onePolicy(mode policy.Mode, checker policy.Checker) *policy.Policy {
+	return policy.NewPolicy(policy.Check{Mode: mode, Checker: checker})
 }
 
 func TestPolicyRcptRefusal(t *testing.T) {
 	m := startMTA(t, nil)
-	g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, rcptCheck{"bad@example.com"})})
+	g := startGate(t, m, gateOptions{policy: onePolicy(policy.Enforce, rcptCheck{"bad@example.com"})})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
 	c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
@@ -834,11 +840,11 @@ func TestPolicyRcptRefusal(t *testing.T) {
 
 func TestPolicyWarnMode(t *testing.T) {
 	m := startMTA(t, nil)
-	p := verify.NewPolicy(
-		verify.Check{Name: "rcpt", Mode: verify.Warn, Checker: rcptCheck{"bad@example.com"}},
-		verify.Check{Name: "header", Mode: verify.Warn, Checker: headerCheck{"Subject: test", verify.Reject}},
-		verify.Check{Name: "body", Mode: verify.Warn, Checker: bodyCheck{"Hello"}},
-		verify.Check{Name: "discard", Mode: verify.Warn, Checker: headerCheck{"From:", verify.Discard}},
+	p := policy.NewPolicy(
+		policy.Check{Mode: policy.Warn, Checker: rcptCheck{"bad@example.com"}},
+		policy.Check{Mode: policy.Warn, Checker: headerCheck{"Subject: test", policy.Reject}},
+		policy.Check{Mode: policy.Warn, Checker: bodyCheck{"Hello"}},
+		policy.Check{Mode: policy.Warn, Checker: headerCheck{"From:", policy.Discard}},
 	)
 	g := startGate(t, m, gateOptions{policy: p})
 	c := dialGate(t, g)
@@ -857,7 +863,7 @@ func TestPolicyWarnMode(t *testing.T) {
 
 func TestPolicyHeaderRefusal(t *testing.T) {
 	m := startMTA(t, nil)
-	g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, headerCheck{"Subject: buy", verify.Reject})})
+	g := startGate(t, m, gateOptions{policy: onePolicy(policy.Enforce, headerCheck{"Subject: buy", policy.Reject})})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
 	c.envelope("a@example.org", "b@example.com")
@@ -882,7 +888,7 @@ func TestPolicyHeaderRefusal(t *testing.T) {
 
 func TestPolicyBodyRefusal(t *testing.T) {
 	m := startMTA(t, nil)
-	g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, bodyCheck{"EICAR"})})
+	g := startGate(t, m, gateOptions{policy: onePolicy(policy.Enforce, bodyCheck{"EICAR"})})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
 	c.envelope("a@example.org", "b@example.com")
@@ -900,7 +906,7 @@ func TestPolicyBodyRefusal(t *testing.T) {
 
 func TestPolicyHeaderDiscard(t *testing.T) {
 	m := startMTA(t, nil)
-	g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, headerCheck{"X-Spam: yes", verify.Discard})})
+	g := startGate(t, m, gateOptions{policy: onePolicy(policy.Enforce, headerCheck{"X-Spam: yes", policy.Discard})})
 	c := dialGate(t, g)
 	c.expect("EHLO client.test", 250, "")
 	c.envelope("a@example.org", "b@example.com")
@@ -919,7 +925,7 @@ func TestDelayReject(t *testing.T) {
 	for _, delay := range []bool{true, false} {
 		t.Run(fmt.Sprintf("delay_reject=%v", delay), func(t *testing.T) {
 			m := startMTA(t, nil)
-			g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, mailCheck{"spam@example.org"}), delayReject: delay})
+			g := startGate(t, m, gateOptions{policy: onePolicy(policy.Enforce, mailCheck{"spam@example.org"}), delayReject: delay})
 			c := dialGate(t, g)
 			c.expect("EHLO client.test", 250, "")
 			if delay {

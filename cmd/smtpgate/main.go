@@ -23,7 +23,7 @@ import (
 
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/proxy"
-	"github.com/smtpgate/smtpgate/verify"
+	"github.com/smtpgate/smtpgate/users"
 )
 
 // version is set with -ldflags "-X main.version=...".
@@ -162,7 +162,7 @@ func passwd(in *os.File, cost int, stdout, stderr io.Writer) int {
 		}
 		pw = strings.TrimRight(line, "\r\n")
 	}
-	h, err := verify.HashPassword(pw, cost)
+	h, err := users.HashPassword(pw, cost)
 	if err != nil {
 		fmt.Fprintln(stderr, "smtpgate passwd:", err)
 		return 1

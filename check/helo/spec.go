@@ -1,0 +1,21 @@
+package helo
+
+import (
+	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/policy"
+)
+
+// The helo lines of the chain: syntax before identity. invalid_helo and
+// non_fqdn_helo only warn by default (many legitimate senders get HELO
+// wrong); forged_helo is enforced.
+var (
+	InvalidSpec = policy.Spec{Name: NameInvalidHelo, Default: policy.Warn, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
+		return NewInvalidHelo(), b.Decode(&struct{}{})
+	}}
+	NonFQDNSpec = policy.Spec{Name: NameNonFQDNHelo, Default: policy.Warn, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
+		return NewNonFQDNHelo(), b.Decode(&struct{}{})
+	}}
+	ForgedSpec = policy.Spec{Name: NameForgedHelo, Default: policy.Enforce, New: func(env *policy.Env, b *config.Block) (policy.Checker, error) {
+		return NewForgedHelo(env.Config.Hostname, env.Config.Domains, env.OwnIPs), b.Decode(&struct{}{})
+	}}
+)

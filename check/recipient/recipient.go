@@ -1,0 +1,181 @@
+package recipient
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smtpgate/smtpgate/policy"
+	"github.com/smtpgate/smtpgate/reply"
+)
+
+// UnknownRecipientName is the config and log name of the recipient
+// existence check.
+const UnknownRecipientName = "unknown_recipient"
+
+// RecipientList answers whether an address exists (config.RecipientList).
+type RecipientList interface {
+	Covers(domain string) bool
+	Contains(local, domain string) bool
+}
+
+// UnknownRecipient refuses recipients in our domains that do not exist,
+// so that mail for them is refused while the sender is connected instead
+// of bounced to a forged sender later (BACKSCATTER_README, "random
+// recipient addresses").
+//
+// Replies:
+//   - 550 5.1.1 <rcpt>: Recipient address rejected: User unknown
+//     (the list does not have it, or the MTA said 5xx to the probe)
+//   - 450 4.1.1 <rcpt>: Recipient address rejected: unverified address:
+//     mail server unreachable (the probe could not be made)
+//
+// Recipients of domains that are not ours pass: unauth_destination
+// decides those.
+type UnknownRecipient struct {
+	domains map[string]bool
+	list    RecipientList // may be nil
+	prober  policy.RecipientProber
+	cache   *probeCache
+}
+
+// NewUnknownRecipient builds the check. list and prober may each be nil;
+// with both nil the check has nothing to consult and is not built.
+func NewUnknownRecipient(domains []string, list RecipientList, prober policy.RecipientProber, posTTL, negTTL time.Duration, cacheSize int) *UnknownRecipient {
+	if list == nil && prober == nil {
+		return nil
+	}
+	u := &UnknownRecipient{domains: map[string]bool{}, list: list, prober: prober}
+	for _, d := range domains {
+		u.domains[strings.ToLower(d)] = true
+	}
+	if prober != nil {
+		u.cache = newProbeCache(posTTL, negTTL, cacheSize, time.Now)
+	}
+	return u
+}
+
+// Name returns UnknownRecipientName.
+func (*UnknownRecipient) Name() string { return UnknownRecipientName }
+
+// CheckRcpt implements policy.RcptChecker.
+func (u *UnknownRecipient) CheckRcpt(ctx context.Context, c *policy.Client, env *policy.Envelope, rcpt string) policy.Result {
+	local, domain, ok := splitAddr(rcpt)
+	if !ok {
+		return policy.Result{}
+	}
+	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
+	if !u.domains[domain] && (u.list == nil || !u.list.Covers(domain)) {
+		return policy.Result{}
+	}
+	unknown := reply.New(550, [3]int{5, 1, 1}, "<"+rcpt+">: Recipient address rejected: User unknown")
+	if u.list != nil && u.list.Covers(domain) {
+		if u.list.Contains(local, domain) {
+			return policy.Result{}
+		}
+		if u.prober == nil {
+			return policy.Rejected(unknown, "not in recipients.files")
+		}
+	}
+	if u.prober == nil {
+		// Our domain but no list names it: nothing to decide on; the MTA
+		// answers the forwarded RCPT itself.
+		return policy.Result{}
+	}
+	key := strings.ToLower(local) + "@" + domain
+	if pr, ok := u.cache.get(key); ok {
+		return u.probeVerdict(rcpt, pr, unknown, "cached probe: ")
+	}
+	pr, err := u.prober.ProbeRecipient(ctx, rcpt)
+	if err != nil {
+		return policy.Rejected(reply.New(450, [3]int{4, 1, 1}, "<"+rcpt+">: Recipient address rejected: unverified address: mail server unreachable"), "probe failed: "+err.Error())
+	}
+	if pr.Code/100 != 4 {
+		u.cache.put(key, pr)
+	}
+	return u.probeVerdict(rcpt, pr, unknown, "probe: ")
+}
+
+func (u *UnknownRecipient) probeVerdict(rcpt string, pr reply.Reply, unknown reply.Reply, how string) policy.Result {
+	switch pr.Code / 100 {
+	case 2:
+		return policy.Result{}
+	case 5:
+		return policy.Rejected(unknown, how+probeString(pr))
+	}
+	return policy.Rejected(reply.New(450, [3]int{4, 1, 1}, "<"+rcpt+">: Recipient address rejected: unverified address: "+pr.Text), how+probeString(pr))
+}
+
+func probeString(p reply.Reply) string {
+	return p.String()
+}
+
+// splitAddr splits at the last @ (quoted local parts may hold @).
+func splitAddr(a string) (local, domain string, ok bool) {
+	i := strings.LastIndexByte(a, '@')
+	if i <= 0 || i == len(a)-1 {
+		return "", "", false
+	}
+	return a[:i], a[i+1:], true
+}
+
+// probeCache remembers probe answers: positive ones for long, negative ones
+// shorter (Postfix: address_verify_positive_refresh_time 7d,
+// address_verify_negative_expire_time 3d with refresh 3h), bounded in size.
+type probeCache struct {
+	mu       sync.Mutex
+	pos, neg time.Duration
+	max      int
+	now      func() time.Time
+	m        map[string]probeEntry
+}
+
+type probeEntry struct {
+	r   reply.Reply
+	exp time.Time
+}
+
+func newProbeCache(pos, neg time.Duration, max int, now func() time.Time) *probeCache {
+	if max <= 0 {
+		max = 100000
+	}
+	return &probeCache{pos: pos, neg: neg, max: max, now: now, m: map[string]probeEntry{}}
+}
+
+func (c *probeCache) get(k string) (reply.Reply, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok {
+		return reply.Reply{}, false
+	}
+	if c.now().After(e.exp) {
+		delete(c.m, k)
+		return reply.Reply{}, false
+	}
+	return e.r, true
+}
+
+func (c *probeCache) put(k string, r reply.Reply) {
+	ttl := c.pos
+	if r.Code/100 != 2 {
+		ttl = c.neg
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		// Evict expired entries first, then arbitrary ones (map order):
+		// bounded memory matters more than the exact victim.
+		now := c.now()
+		for key, e := range c.m {
+			if now.After(e.exp) || len(c.m) >= c.max {
+				delete(c.m, key)
+			}
+			if len(c.m) < c.max*9/10 {
+				break
+			}
+		}
+	}
+	c.m[k] = probeEntry{r: r, exp: c.now().Add(ttl)}
+}
