@@ -950,3 +950,78 @@ func TestDelayReject(t *testing.T) {
 		})
 	}
 }
+
+// countingCheck is a stateful check: it counts the sessions it started
+// and closed, and sees every RCPT of a session through the same instance.
+type countingCheck struct {
+	mu      sync.Mutex
+	started int
+	rcpts   []int // per instance, in start order
+	closed  chan int
+}
+
+func (*countingCheck) Name() string { return "counting" }
+
+func (*countingCheck) CheckRcpt(context.Context, *policy.Client, *policy.Envelope, string) policy.Result {
+	panic("the session's instance answers")
+}
+
+func (k *countingCheck) Start(context.Context, *policy.Client) (policy.Instance, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.started++
+	k.rcpts = append(k.rcpts, 0)
+	return &countingInstance{k: k, i: len(k.rcpts) - 1}, nil
+}
+
+type countingInstance struct {
+	k *countingCheck
+	i int
+}
+
+func (c *countingInstance) CheckRcpt(context.Context, *policy.Client, *policy.Envelope, string) policy.Result {
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	c.k.rcpts[c.i]++
+	return policy.Result{}
+}
+
+func (c *countingInstance) Close() error {
+	c.k.closed <- c.i
+	return nil
+}
+
+// A stateful check starts once when the session begins, answers every
+// transaction of the session through the same instance, and is closed
+// when the session ends.
+func TestStatefulCheckLivesForTheSession(t *testing.T) {
+	m := startMTA(t, nil)
+	k := &countingCheck{closed: make(chan int, 4)}
+	g := startGate(t, m, gateOptions{policy: policy.NewPolicy(policy.Check{Mode: policy.Enforce, Checker: k})})
+	c := dialGate(t, g)
+	c.expect("EHLO client.test", 250, "")
+	for _, from := range []string{"a@example.org", "b@example.org"} {
+		c.envelope(from, "x@example.com")
+		c.expect("RCPT TO:<y@example.com>", 250, "")
+		c.expect("DATA", 354, "")
+		c.send(stuff(testMsg))
+		c.expect("", 250, "2.0.0")
+	}
+	c.expect("QUIT", 221, "")
+	select {
+	case i := <-k.closed:
+		if i != 0 {
+			t.Errorf("closed instance %d", i)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the check's session state was not closed at the end of the session")
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.started != 1 || len(k.rcpts) != 1 || k.rcpts[0] != 4 {
+		t.Errorf("started %d, RCPTs per instance %v; want 1, [4]", k.started, k.rcpts)
+	}
+	if got := len(m.transactions()); got != 2 {
+		t.Errorf("MTA got %d transactions, want 2", got)
+	}
+}

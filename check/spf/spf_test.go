@@ -126,3 +126,26 @@ func TestSPFHeader(t *testing.T) {
 		t.Errorf("permerror: %q log %v", res.Prepend, res.Log)
 	}
 }
+
+// The result travels on the envelope for later checks (DMARC): the
+// method, the result, the domain checked and the identity it came from.
+func TestSPFResultOnEnvelope(t *testing.T) {
+	t.Parallel()
+	s := dnstest.New(t, spfZone...)
+	check := NewSPF(checktest.Resolver(t, s), "gate.example")
+	for _, tc := range []struct {
+		from, helo string
+		want       policy.AuthResult
+	}{
+		{"a@pass.test", "h.example", policy.AuthResult{Method: "spf", Result: "pass", Domain: "pass.test", Property: "smtp.mailfrom"}},
+		{"a@fail.test", "h.example", policy.AuthResult{Method: "spf", Result: "fail", Domain: "fail.test", Property: "smtp.mailfrom"}},
+		{"", "helo.test", policy.AuthResult{Method: "spf", Result: "pass", Domain: "helo.test", Property: "smtp.helo"}},
+	} {
+		env := &policy.Envelope{From: tc.from}
+		c := &policy.Client{Addr: netip.MustParseAddr("192.0.2.9"), Helo: tc.helo}
+		check.CheckMail(context.Background(), c, env, tc.from)
+		if got := env.AuthFor("spf"); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("MAIL FROM %q: results %+v, want %+v", tc.from, env.Auth, tc.want)
+		}
+	}
+}
