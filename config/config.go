@@ -44,8 +44,6 @@ type Config struct {
 
 	// Path is the file the configuration was read from.
 	Path string `yaml:"-"`
-	// RecipientList is recipients.files, loaded.
-	RecipientList *RecipientList `yaml:"-"`
 	// RelayNetworks is relay.networks, parsed.
 	RelayNetworks []netip.Prefix `yaml:"-"`
 }
@@ -613,13 +611,6 @@ func (c *Config) validate(v *validator) {
 	case "none", "upstream":
 	default:
 		v.errorf("recipients.verify", "%q: want none or upstream", c.Recipients.Verify)
-	}
-	if len(c.Recipients.Files) > 0 {
-		rl, err := LoadRecipientList(c.Recipients.Files, c.Recipients.DetailDelimiter)
-		if err != nil {
-			v.fileErr(err)
-		}
-		c.RecipientList = rl
 	}
 	for i, s := range c.DNS.Servers {
 		if _, err := netip.ParseAddrPort(withPort(s, "53")); err != nil {

@@ -14,7 +14,7 @@ import (
 // existence check.
 const UnknownRecipientName = "unknown_recipient"
 
-// RecipientList answers whether an address exists (config.RecipientList).
+// RecipientList answers whether an address exists (table.RecipientList).
 type RecipientList interface {
 	Covers(domain string) bool
 	Contains(local, domain string) bool

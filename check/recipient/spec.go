@@ -3,6 +3,7 @@ package recipient
 import (
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/policy"
+	"github.com/smtpgate/smtpgate/table"
 )
 
 // Spec is the unknown_recipient line of the chain, enforced by default. It
@@ -14,8 +15,12 @@ var Spec = policy.Spec{Name: UnknownRecipientName, Default: policy.Enforce, New:
 	}
 	cfg := env.Config
 	var list RecipientList
-	if cfg.RecipientList != nil {
-		list = cfg.RecipientList
+	if len(cfg.Recipients.Files) > 0 {
+		rl, err := table.LoadRecipientList(cfg.Recipients.Files, cfg.Recipients.DetailDelimiter)
+		if err != nil {
+			return nil, err
+		}
+		list = rl
 	}
 	var prober policy.RecipientProber
 	if cfg.Recipients.Verify == "upstream" {

@@ -1,13 +1,14 @@
-package config
+package table
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 )
 
-// RecipientList is recipients.files loaded: exact addresses and @domain
+// RecipientList is a list of recipients (recipients.files), loaded: exact addresses and @domain
 // catch-alls. Lookups are case-insensitive, as Postfix's are: RFC 5321 §2.4
 // lets a host treat local parts case-sensitively, but no MTA behind us does.
 type RecipientList struct {
@@ -25,11 +26,11 @@ func LoadRecipientList(files []string, detailDelimiter string) (*RecipientList, 
 		domains:   map[string]struct{}{},
 		delimiter: detailDelimiter,
 	}
-	var errs Errors
+	var errs []error
 	for _, f := range files {
 		fh, err := os.Open(f)
 		if err != nil {
-			errs = append(errs, Error{File: f, Key: "recipients.files", Msg: err.Error()})
+			errs = append(errs, fmt.Errorf("recipients.files: %w", err))
 			continue
 		}
 		sc := bufio.NewScanner(fh)
@@ -44,16 +45,16 @@ func LoadRecipientList(files []string, detailDelimiter string) (*RecipientList, 
 				continue
 			}
 			if err := rl.add(s); err != nil {
-				errs = append(errs, Error{File: f, Line: line, Msg: err.Error()})
+				errs = append(errs, fmt.Errorf("%s:%d: %w", f, line, err))
 			}
 		}
 		if err := sc.Err(); err != nil {
-			errs = append(errs, Error{File: f, Line: line, Msg: err.Error()})
+			errs = append(errs, fmt.Errorf("%s:%d: %w", f, line, err))
 		}
 		fh.Close()
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errors.Join(errs...)
 	}
 	return rl, nil
 }
