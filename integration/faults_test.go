@@ -567,7 +567,7 @@ func TestSlowMTAGives451AndReleasesResources(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			addr := fakeMTA(t, slow, 3*time.Second)
 			// At the final dot upstream.data_timeout applies.
-			g, pprof := startGateConfig(t, addr, "1s\n  data_timeout: 1s", dnsSrv.addr, "2s", "")
+			g, pprof := startGateConfig(t, addr, "1s\n  data_timeout: 1s", dnsSrv.Addr, "2s", "")
 			fds, gs := g.fds(), goroutines(t, pprof)
 			var wg sync.WaitGroup
 			errs := make(chan error, 10)
@@ -731,7 +731,7 @@ func TestClientAbuse(t *testing.T) {
 	mta.clearMailboxes()
 	// All clients come from 127.0.0.1: lift the per-IP connection limit
 	// and the error limit, which would otherwise end the flood early.
-	g, pprof := startGateConfig(t, mta.addr(), "10s", dnsSrv.addr, "2s", `limits:
+	g, pprof := startGateConfig(t, mta.addr(), "10s", dnsSrv.Addr, "2s", `limits:
   max_message_bytes: 2097152
   command_timeout: 20s
   data_timeout: 20s
@@ -970,7 +970,7 @@ func TestClientAbuse(t *testing.T) {
 // it, its Go heap must not grow by more than 4 MB.
 func TestBigMessageHeap(t *testing.T) {
 	mta.clearMailboxes()
-	g, pprof := startGateConfig(t, mta.addr(), "30s", dnsSrv.addr, "2s", "")
+	g, pprof := startGateConfig(t, mta.addr(), "30s", dnsSrv.Addr, "2s", "")
 	if err := probe(g.addr); err != nil {
 		t.Fatal(err)
 	}

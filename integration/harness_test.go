@@ -19,12 +19,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/dns/dnstest"
 )
 
 var (
 	binary   string // the smtpgate binary under test
 	mta      *postfix
-	dnsSrv   *dnsServer
+	dnsSrv   *dnstest.Server
 	repoRoot string
 )
 
@@ -61,12 +63,12 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: build:", err)
 		return 1
 	}
-	dnsSrv, err = startDNS()
+	dnsSrv, err = dnstest.Start(testZones...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration: dns:", err)
 		return 1
 	}
-	defer dnsSrv.stop()
+	defer dnsSrv.Close()
 	mta, err = startPostfix(filepath.Join(tmp, "postfix"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
@@ -281,7 +283,7 @@ dns:
   timeout: 2s
 shutdown:
   drain_timeout: 5s
-%s`, domain, strings.TrimRight(listen, "\n"), mta.addr(), domain, dnsSrv.addr, extra)
+%s`, domain, strings.TrimRight(listen, "\n"), mta.addr(), domain, dnsSrv.Addr, extra)
 	first := regexp.MustCompile(`address: "?([0-9.:]+)`).FindStringSubmatch(listen)
 	return runGate(t, dir, first[1], cfg)
 }

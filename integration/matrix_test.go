@@ -188,7 +188,7 @@ dns:
   timeout: 2s
 shutdown:
   drain_timeout: 2s
-%s`, domain, port, m.addr(), upstreamExtra, domain, dnsSrv.addr, extra)
+%s`, domain, port, m.addr(), upstreamExtra, domain, dnsSrv.Addr, extra)
 	return runGate(t, t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port), cfg)
 }
 

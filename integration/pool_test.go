@@ -60,7 +60,7 @@ func TestPooledConnectionPresentsEachClient(t *testing.T) {
 func TestPooledConnectionAfterAbandonedTransaction(t *testing.T) {
 	for _, mode := range []string{"xclient", "off"} {
 		t.Run(mode, func(t *testing.T) {
-			g, _ := startGateConfig(t, mta.addr(), "10s\n  xclient: "+mode, dnsSrv.addr, "2s", "")
+			g, _ := startGateConfig(t, mta.addr(), "10s\n  xclient: "+mode, dnsSrv.Addr, "2s", "")
 			c := dial(t, g.addr)
 			c.envelope("sender@example.org", "alice@example.com")
 			c.conn.Close()

@@ -46,7 +46,7 @@ func startSmallPostfix(t *testing.T, limit int) *postfix {
 // gets 451 4.7.0 at RCPT and the fourth address is served.
 func TestUpstreamCapsShieldTheMTA(t *testing.T) {
 	small := startSmallPostfix(t, 5)
-	g, _ := startGateConfig(t, small.addr(), "10s\n  max_connections: 4\n  max_connections_per_ip: 1", dnsSrv.addr, "2s", "")
+	g, _ := startGateConfig(t, small.addr(), "10s\n  max_connections: 4\n  max_connections_per_ip: 1", dnsSrv.Addr, "2s", "")
 	var refused []*client
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.5"} {
 		first := dialFrom(t, g.addr, ip)
@@ -214,7 +214,7 @@ func TestJunkCommandFlood(t *testing.T) {
 // upstream.max_connections_per_ip is free for the next client.
 func TestQuietTransactionIsCut(t *testing.T) {
 	mta.clearMailboxes()
-	g, _ := startGateConfig(t, mta.addr(), "10s\n  max_connections_per_ip: 1", dnsSrv.addr, "2s", "limits:\n  transaction_idle_timeout: 1s\n")
+	g, _ := startGateConfig(t, mta.addr(), "10s\n  max_connections_per_ip: 1", dnsSrv.Addr, "2s", "limits:\n  transaction_idle_timeout: 1s\n")
 	quiet := dialFrom(t, g.addr, "127.0.0.6")
 	quiet.envelope("sender@example.org", "carol@example.com")
 	quiet.must("DATA", 354)

@@ -74,7 +74,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestMTA421ClosesClientNothingQueued(t *testing.T) {
 	p := startOwnPostfix(t, `smtpd_sender_restrictions = check_sender_access inline:{{closing@example.org = 421 4.7.0 too many messages in this connection}}
 smtpd_data_restrictions = check_sender_access inline:{{closing-data@example.org = 421 4.3.2 closing at DATA}}`)
-	g, _ := startGateConfig(t, p.addr(), "10s", dnsSrv.addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
+	g, _ := startGateConfig(t, p.addr(), "10s", dnsSrv.Addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
 
 	c := dial(t, g.addr)
 	c.must("EHLO client.example.org", 250)
@@ -177,7 +177,7 @@ func TestSlowQueueingWaitsDataTimeout(t *testing.T) {
 	ps := startPolicyServer(t)
 	p := startOwnPostfix(t, "smtpd_end_of_data_restrictions = check_policy_service inet:"+ps.addr)
 	const timeout = time.Second
-	g, _ := startGateConfig(t, p.addr(), timeout.String(), dnsSrv.addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
+	g, _ := startGateConfig(t, p.addr(), timeout.String(), dnsSrv.Addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
 
 	token := newToken("slowdot")
 	c := dial(t, g.addr)
@@ -203,7 +203,7 @@ func TestSlowQueueingWaitsDataTimeout(t *testing.T) {
 func TestDataTimeoutAtDotSaysMTAMayHaveMessage(t *testing.T) {
 	ps := startPolicyServer(t)
 	p := startOwnPostfix(t, "smtpd_end_of_data_restrictions = check_policy_service inet:"+ps.addr)
-	g, _ := startGateConfig(t, p.addr(), "10s\n  data_timeout: 1s", dnsSrv.addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
+	g, _ := startGateConfig(t, p.addr(), "10s\n  data_timeout: 1s", dnsSrv.Addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
 
 	token := newToken("dottimeout")
 	c := dial(t, g.addr)
@@ -239,7 +239,7 @@ func TestDataTimeoutAtDotSaysMTAMayHaveMessage(t *testing.T) {
 func TestIdentityNotAuthorisedWarns(t *testing.T) {
 	p := startOwnPostfix(t, "smtpd_authorized_xclient_hosts =\nsmtpd_authorized_xforward_hosts =")
 	metrics := fmt.Sprintf("127.0.0.1:%d", freePort())
-	g, _ := startGateConfig(t, p.addr(), "10s", dnsSrv.addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\nmetrics:\n  address: "+metrics+"\n")
+	g, _ := startGateConfig(t, p.addr(), "10s", dnsSrv.Addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\nmetrics:\n  address: "+metrics+"\n")
 
 	token := newToken("noxclient")
 	c := dial(t, g.addr)
@@ -287,7 +287,7 @@ func TestSMTPSinkXCLIENTAnswered250(t *testing.T) {
 		}
 		return err == nil
 	})
-	g, _ := startGateConfig(t, fmt.Sprintf("127.0.0.1:%d", port), "10s", dnsSrv.addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
+	g, _ := startGateConfig(t, fmt.Sprintf("127.0.0.1:%d", port), "10s", dnsSrv.Addr, "2s", "checks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\n")
 	c := dial(t, g.addr)
 	c.envelope("sender@example.org", "alice@example.com")
 	c.must("DATA", 354)

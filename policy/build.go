@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/dns"
 	"github.com/smtpgate/smtpgate/reply"
+	"github.com/smtpgate/smtpgate/table"
 )
 
 // RecipientProber asks the MTA whether it would accept a recipient (an
@@ -54,6 +56,28 @@ func (e *Env) Shared(key string, load func() (any, error)) (any, error) {
 	}
 	e.shared[key] = v
 	return v, nil
+}
+
+// SenderLoginMap returns the sender login map auth.sender_login_maps
+// names (Postfix smtpd_sender_login_maps), loaded once per build and
+// shared by every check that uses it; nil when none is configured.
+func (e *Env) SenderLoginMap() (*table.SenderLoginMap, error) {
+	path := e.Config.Auth.SenderLoginMaps
+	if path == "" {
+		return nil, nil
+	}
+	v, err := e.Shared("sender_login_maps", func() (any, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return table.ParseSenderLoginMap(f, path)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*table.SenderLoginMap), nil
 }
 
 // Spec is one line of the chain: a check's name (its key under checks:

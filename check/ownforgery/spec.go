@@ -1,7 +1,6 @@
 package ownforgery
 
 import (
-	"github.com/smtpgate/smtpgate/check/sendermap"
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/policy"
 )
@@ -20,7 +19,7 @@ var Spec = policy.Spec{Name: Name, Default: policy.Enforce, New: func(env *polic
 	if err := b.Decode(&o); err != nil {
 		return nil, err
 	}
-	m, err := sendermap.Load(env)
+	m, err := env.SenderLoginMap()
 	if err != nil {
 		return nil, err
 	}

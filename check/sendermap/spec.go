@@ -1,34 +1,10 @@
 package sendermap
 
 import (
-	"os"
-
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/policy"
 	"github.com/smtpgate/smtpgate/table"
 )
-
-// Load returns the sender login map auth.sender_login_maps names, loaded
-// once per build and shared by every check that uses it; nil when none is
-// configured.
-func Load(env *policy.Env) (*table.SenderLoginMap, error) {
-	path := env.Config.Auth.SenderLoginMaps
-	if path == "" {
-		return nil, nil
-	}
-	v, err := env.Shared("sender_login_maps", func() (any, error) {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		return table.ParseSenderLoginMap(f, path)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*table.SenderLoginMap), nil
-}
 
 // The sender login map lines of the chain: sender_login_mismatch at MAIL
 // (enforced), sender_header_mismatch at DATA (warn by default). Without a
@@ -54,5 +30,5 @@ func load(env *policy.Env, b *config.Block) (*table.SenderLoginMap, error) {
 	if err := b.Decode(&struct{}{}); err != nil {
 		return nil, err
 	}
-	return Load(env)
+	return env.SenderLoginMap()
 }

@@ -4,6 +4,7 @@
 package dnstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -33,8 +34,10 @@ import (
 type Server struct {
 	Addr string
 
-	records map[string][]dns.RR // by canonical owner name
-	stop    chan struct{}
+	records   map[string][]dns.RR // by canonical owner name
+	stop      chan struct{}
+	servers   []*dns.Server
+	closeOnce sync.Once
 
 	mu     sync.Mutex
 	counts map[string]int // "name TYPE udp|tcp"
@@ -45,55 +48,65 @@ type Server struct {
 // the test.
 func New(t testing.TB, rrs ...string) *Server {
 	t.Helper()
+	s, err := Start(rrs...)
+	if err != nil {
+		t.Fatalf("test dns: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Start starts a server answering from rrs, for a TestMain that has no
+// testing.TB; Close stops it.
+func Start(rrs ...string) (*Server, error) {
 	s := &Server{records: map[string][]dns.RR{}, stop: make(chan struct{}), counts: map[string]int{}}
 	for _, line := range rrs {
 		rr, err := dns.NewRR(line)
 		if err != nil {
-			t.Fatalf("test zone: %q: %v", line, err)
+			return nil, fmt.Errorf("test zone: %q: %v", line, err)
 		}
 		name := dns.CanonicalName(rr.Header().Name)
 		s.records[name] = append(s.records[name], rr)
 	}
-
-	pc, l := listenUDPAndTCP(t)
+	pc, l, err := listenUDPAndTCP()
+	if err != nil {
+		return nil, err
+	}
 	s.Addr = pc.LocalAddr().String()
-	var servers []*dns.Server
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: s}, {Listener: l, Handler: s}} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
-		go func() {
-			if err := srv.ActivateAndServe(); err != nil {
-				t.Logf("test dns: %v", err)
-			}
-		}()
+		go func() { _ = srv.ActivateAndServe() }()
 		<-started
-		servers = append(servers, srv)
+		s.servers = append(s.servers, srv)
 	}
-	t.Cleanup(func() {
+	return s, nil
+}
+
+// Close stops the server.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
 		close(s.stop)
-		for _, srv := range servers {
+		for _, srv := range s.servers {
 			_ = srv.Shutdown()
 		}
 	})
-	return s
 }
 
 // listenUDPAndTCP binds UDP and TCP on the same random loopback port.
-func listenUDPAndTCP(t testing.TB) (net.PacketConn, net.Listener) {
-	t.Helper()
+func listenUDPAndTCP() (net.PacketConn, net.Listener, error) {
 	for range 20 {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		l, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
-			return pc, l
+			return pc, l, nil
 		}
 		pc.Close()
 	}
-	t.Fatal("test dns: no port free for both UDP and TCP")
-	return nil, nil
+	return nil, nil, errors.New("no port free for both UDP and TCP")
 }
 
 // Count is how many queries for name and type came over network
