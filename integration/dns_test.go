@@ -29,4 +29,3 @@ var testZones = []string{
 	dnstest.SOA("net.", 300, 60),
 	dnstest.SOA("test.", 300, 60),
 }
-

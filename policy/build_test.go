@@ -10,7 +10,7 @@ import (
 
 type colourCheck struct{ colour string }
 
-func (colourCheck) Name() string { return "colour" }
+func (colourCheck) Name() string                              { return "colour" }
 func (colourCheck) CheckHelo(context.Context, *Client) Result { return Result{} }
 
 // misspelt has CheckRcp instead of CheckRcpt: it joins no stage.

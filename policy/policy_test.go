@@ -258,4 +258,3 @@ func TestNilPolicyPasses(t *testing.T) {
 		t.Error("nil policy has checks")
 	}
 }
-
