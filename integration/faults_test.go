@@ -863,9 +863,10 @@ func TestClientAbuse(t *testing.T) {
 		grew := <-peak - heap0
 		t.Logf("64 MB body against a 2 MB limit: heap in use grew by %d kB at most; RSS %d kB -> %d kB (race-enabled build)", grew>>10, before, g.rssKB())
 		// The race-enabled build allocates where the normal one does not
-		// (measured without -race: 0.5 MB allocated in all); buffering
-		// the body would take 64 MB.
-		if grew > 8<<20 {
+		// (measured without -race: 0.5 MB allocated in all), and heap in
+		// use counts garbage the collector has not reached yet (8.1 MB
+		// once on a loaded machine); buffering the body would take 64 MB.
+		if grew > 16<<20 {
 			t.Errorf("heap grew by %d kB while refusing a 64 MB body: buffered?", grew>>10)
 		}
 	})
