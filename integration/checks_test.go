@@ -1,6 +1,6 @@
 package integration
 
-// End-to-end tests of every check of verify.Build: the built binary in
+// End-to-end tests of every check of the chain (package check): the built binary in
 // front of the real Postfix, driven by swaks (and the raw client where
 // swaks cannot say it). For each check one refused case (exact reply code
 // and enhanced code, what Postfix got: nothing) and one accepted case
@@ -491,9 +491,9 @@ func TestCheckForgedHelo(t *testing.T) {
 	mta.clearMailboxes()
 	ext := nonLoopbackAddr()
 	if ext == "" {
-		// Every loopback client is exempt (verify/helo.go: it is us), so
+		// Every loopback client is exempt (check/helo: it is us), so
 		// without a non-loopback address the check cannot be reached
-		// end to end; verify/helo_test.go covers it.
+		// end to end; check/helo/helo_test.go covers it.
 		t.Skip("no non-loopback IPv4 address on this host to connect from")
 	}
 	g := startGate(t, "")
