@@ -199,3 +199,11 @@ func TestPathLimits(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkParseAddress(b *testing.B) {
+	addrs := []string{"alice@example.com", "\"john doe\"@example.org", "user%relay@example.com", "@a.example,@b.example:user@c.example", "user@[192.0.2.1]", "üser@bücher.example"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		Parse(addrs[i%len(addrs)])
+	}
+}

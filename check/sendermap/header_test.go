@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/smtpgate/smtpgate/address"
 	"github.com/smtpgate/smtpgate/policy"
 	"github.com/smtpgate/smtpgate/table"
 )
@@ -46,13 +45,5 @@ func TestSenderHeaderMismatch(t *testing.T) {
 	r := chk.CheckHeader(context.Background(), &policy.Client{Login: "bob"}, &policy.Envelope{}, &policy.Header{Name: "From", Value: "alice@example.com"})
 	if want := "<alice@example.com>: From: header address rejected: not owned by user bob"; r.Reply.Text != want {
 		t.Errorf("reply text %q, want %q", r.Reply.Text, want)
-	}
-}
-
-func BenchmarkParseAddress(b *testing.B) {
-	addrs := []string{"alice@example.com", "\"john doe\"@example.org", "user%relay@example.com", "@a.example,@b.example:user@c.example", "user@[192.0.2.1]", "üser@bücher.example"}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		address.Parse(addrs[i%len(addrs)])
 	}
 }
