@@ -87,24 +87,34 @@ func ParseRefusal(s string) (Reply, error) {
 	return r, nil
 }
 
-// SplitEnhanced splits "5.1.1 text" into the enhanced code and the rest
-// when the text starts with an enhanced code whose class matches code
-// (RFC 3463 §2: x.y.z, each 1 to 3 digits). Otherwise ok is false and
-// rest is s.
-func SplitEnhanced(s string, code int) (e [3]int, rest string, ok bool) {
-	head, rest, _ := strings.Cut(s, " ")
-	parts := strings.Split(head, ".")
+// ParseEnhanced parses an enhanced status code, "class.subject.detail"
+// (RFC 3463 §2): three numbers of 1 to 3 digits, class 2, 4 or 5.
+func ParseEnhanced(w string) ([3]int, error) {
+	var e [3]int
+	parts := strings.Split(w, ".")
 	if len(parts) != 3 {
-		return [3]int{}, s, false
+		return e, fmt.Errorf("enhanced status code %q: want class.subject.detail", w)
 	}
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n > 999 || len(p) > 3 || len(p) == 0 {
-			return [3]int{}, s, false
+		if p == "" || len(p) > 3 || err != nil || n < 0 || p[0] == '+' {
+			return [3]int{}, fmt.Errorf("enhanced status code %q", w)
 		}
 		e[i] = n
 	}
-	if e[0] != code/100 {
+	if e[0] != 2 && e[0] != 4 && e[0] != 5 {
+		return [3]int{}, fmt.Errorf("enhanced status code %q: class must be 2, 4 or 5", w)
+	}
+	return e, nil
+}
+
+// SplitEnhanced splits "5.1.1 text" into the enhanced code and the rest
+// when the text starts with an enhanced code whose class matches code.
+// Otherwise ok is false and rest is s.
+func SplitEnhanced(s string, code int) (e [3]int, rest string, ok bool) {
+	head, rest, _ := strings.Cut(s, " ")
+	e, err := ParseEnhanced(head)
+	if err != nil || e[0] != code/100 {
 		return [3]int{}, s, false
 	}
 	return e, rest, true

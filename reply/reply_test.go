@@ -62,3 +62,27 @@ func TestClasses(t *testing.T) {
 		t.Error("Closing/Permanent")
 	}
 }
+
+func TestParseEnhanced(t *testing.T) {
+	for _, tc := range []struct {
+		w  string
+		e  [3]int
+		ok bool
+	}{
+		{"5.1.1", [3]int{5, 1, 1}, true},
+		{"2.0.0", [3]int{2, 0, 0}, true},
+		{"4.999.999", [3]int{4, 999, 999}, true},
+		{"3.0.0", [3]int{}, false},
+		{"5.1", [3]int{}, false},
+		{"5.1.1.1", [3]int{}, false},
+		{"5.1.1000", [3]int{}, false},
+		{"5..1", [3]int{}, false},
+		{"5.+1.1", [3]int{}, false},
+		{"a.b.c", [3]int{}, false},
+	} {
+		e, err := ParseEnhanced(tc.w)
+		if (err == nil) != tc.ok || e != tc.e {
+			t.Errorf("ParseEnhanced(%q) = %v, %v", tc.w, e, err)
+		}
+	}
+}

@@ -205,15 +205,12 @@ func looksEnhanced(w string) bool {
 	return allDigits(strings.ReplaceAll(w, ".", ""))
 }
 
-// parseEnhanced parses class.subject.detail (RFC 3463 §2).
+// parseEnhanced parses class.subject.detail (RFC 3463 §2) of a refusal:
+// class 4 or 5.
 func parseEnhanced(w string) ([3]int, error) {
-	var e [3]int
-	for i, f := range strings.Split(w, ".") {
-		n, err := strconv.Atoi(f)
-		if f == "" || err != nil || len(f) > 3 {
-			return e, fmt.Errorf("enhanced status code %q", w)
-		}
-		e[i] = n
+	e, err := reply.ParseEnhanced(w)
+	if err != nil {
+		return e, err
 	}
 	if e[0] != 4 && e[0] != 5 {
 		return e, fmt.Errorf("enhanced status code %q: class must be 4 or 5", w)
