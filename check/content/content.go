@@ -64,10 +64,16 @@ func NewBodyChecks(t *table.RegexpTable) (*BodyChecks, error) {
 }
 
 // Name is the check's config and log name.
-func (*HeaderChecks) Name() string { return "header_checks" }
+func (*HeaderChecks) Name() string { return NameHeader }
 
 // Name is the check's config and log name.
-func (*BodyChecks) Name() string { return "body_checks" }
+func (*BodyChecks) Name() string { return NameBody }
+
+// Config and log names of the content table checks.
+const (
+	NameHeader = "header_checks"
+	NameBody   = "body_checks"
+)
 
 // maxHeaderInspect bounds how much of one header field is looked at, as
 // Postfix's header_size_limit does.

@@ -17,7 +17,7 @@ type Options struct {
 // The content table lines of the chain, enforced by default; without a
 // file (or in mode off) the table is not even read.
 var (
-	HeaderSpec = policy.Spec{Name: "header_checks", Default: policy.Enforce, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
+	HeaderSpec = policy.Spec{Name: NameHeader, Default: policy.Enforce, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
 		t, err := load(b)
 		if t == nil {
 			return nil, err
@@ -28,7 +28,7 @@ var (
 		}
 		return c, nil
 	}}
-	BodySpec = policy.Spec{Name: "body_checks", Default: policy.Enforce, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
+	BodySpec = policy.Spec{Name: NameBody, Default: policy.Enforce, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
 		t, err := load(b)
 		if t == nil {
 			return nil, err

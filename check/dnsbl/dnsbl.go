@@ -109,7 +109,10 @@ func NewDNSBL(r *dns.Resolver, zones []DNSBLZone, threshold int) (*DNSBL, error)
 }
 
 // Name is the check's configuration and log name.
-func (*DNSBL) Name() string { return "dnsbl" }
+func (*DNSBL) Name() string { return Name }
+
+// Name is the check's config and log name.
+const Name = "dnsbl"
 
 // zoneAnswer is what one list said of the client.
 type zoneAnswer struct {

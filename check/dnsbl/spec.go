@@ -21,7 +21,7 @@ type Options struct {
 
 // Spec is the dnsbl line of the chain: enforced by default, and nothing
 // to check without zones.
-var Spec = policy.Spec{Name: "dnsbl", Default: policy.Enforce, New: build}
+var Spec = policy.Spec{Name: Name, Default: policy.Enforce, New: build}
 
 func build(env *policy.Env, b *config.Block) (policy.Checker, error) {
 	var o Options

@@ -12,9 +12,9 @@ import (
 
 // Config and log names of the HELO checks, each switchable on its own.
 const (
-	NameForgedHelo  = "forged_helo"
-	NameInvalidHelo = "invalid_helo"
-	NameNonFQDNHelo = "non_fqdn_helo"
+	NameForged  = "forged_helo"
+	NameInvalid = "invalid_helo"
+	NameNonFQDN = "non_fqdn_helo"
 )
 
 // heloAddr returns the IP a HELO argument names: an address literal
@@ -54,8 +54,8 @@ func NewForgedHelo(hostname string, domains []string, ownIPs []netip.Addr) *Forg
 	return &ForgedHelo{names: address.NewDomainSet(append([]string{hostname}, domains...)), ips: address.NewOwnAddrs(ownIPs)}
 }
 
-// Name returns NameForgedHelo.
-func (*ForgedHelo) Name() string { return NameForgedHelo }
+// Name returns NameForged.
+func (*ForgedHelo) Name() string { return NameForged }
 
 func (f *ForgedHelo) ours(ip netip.Addr) bool { return f.ips.Contains(ip) }
 
@@ -91,8 +91,8 @@ type InvalidHelo struct{}
 // NewInvalidHelo returns the check.
 func NewInvalidHelo() *InvalidHelo { return &InvalidHelo{} }
 
-// Name returns NameInvalidHelo.
-func (*InvalidHelo) Name() string { return NameInvalidHelo }
+// Name returns NameInvalid.
+func (*InvalidHelo) Name() string { return NameInvalid }
 
 // CheckHelo implements policy.HeloChecker.
 func (*InvalidHelo) CheckHelo(_ context.Context, c *policy.Client) policy.Result {
@@ -120,8 +120,8 @@ type NonFQDNHelo struct{}
 // NewNonFQDNHelo returns the check.
 func NewNonFQDNHelo() *NonFQDNHelo { return &NonFQDNHelo{} }
 
-// Name returns NameNonFQDNHelo.
-func (*NonFQDNHelo) Name() string { return NameNonFQDNHelo }
+// Name returns NameNonFQDN.
+func (*NonFQDNHelo) Name() string { return NameNonFQDN }
 
 // CheckHelo implements policy.HeloChecker.
 func (*NonFQDNHelo) CheckHelo(_ context.Context, c *policy.Client) policy.Result {

@@ -9,13 +9,13 @@ import (
 // non_fqdn_helo only warn by default (many legitimate senders get HELO
 // wrong); forged_helo is enforced.
 var (
-	InvalidSpec = policy.Spec{Name: NameInvalidHelo, Default: policy.Warn, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
+	InvalidSpec = policy.Spec{Name: NameInvalid, Default: policy.Warn, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
 		return NewInvalidHelo(), b.Decode(&struct{}{})
 	}}
-	NonFQDNSpec = policy.Spec{Name: NameNonFQDNHelo, Default: policy.Warn, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
+	NonFQDNSpec = policy.Spec{Name: NameNonFQDN, Default: policy.Warn, New: func(_ *policy.Env, b *config.Block) (policy.Checker, error) {
 		return NewNonFQDNHelo(), b.Decode(&struct{}{})
 	}}
-	ForgedSpec = policy.Spec{Name: NameForgedHelo, Default: policy.Enforce, New: func(env *policy.Env, b *config.Block) (policy.Checker, error) {
+	ForgedSpec = policy.Spec{Name: NameForged, Default: policy.Enforce, New: func(env *policy.Env, b *config.Block) (policy.Checker, error) {
 		return NewForgedHelo(env.Config.Hostname, env.Config.Domains, env.OwnIPs), b.Decode(&struct{}{})
 	}}
 )

@@ -10,9 +10,9 @@ import (
 	"github.com/smtpgate/smtpgate/reply"
 )
 
-// UnknownRecipientName is the config and log name of the recipient
+// Name is the config and log name of the recipient
 // existence check.
-const UnknownRecipientName = "unknown_recipient"
+const Name = "unknown_recipient"
 
 // RecipientList answers whether an address exists (table.RecipientList).
 type RecipientList interface {
@@ -56,8 +56,8 @@ func NewUnknownRecipient(domains []string, list RecipientList, prober policy.Rec
 	return u
 }
 
-// Name returns UnknownRecipientName.
-func (*UnknownRecipient) Name() string { return UnknownRecipientName }
+// Name returns Name.
+func (*UnknownRecipient) Name() string { return Name }
 
 // CheckRcpt implements policy.RcptChecker.
 func (u *UnknownRecipient) CheckRcpt(ctx context.Context, c *policy.Client, env *policy.Envelope, rcpt string) policy.Result {

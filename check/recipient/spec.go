@@ -9,7 +9,7 @@ import (
 // Spec is the unknown_recipient line of the chain, enforced by default. It
 // reads the top-level recipients: section (the lists and the MTA probe),
 // which other parts of smtpgate share.
-var Spec = policy.Spec{Name: UnknownRecipientName, Default: policy.Enforce, New: func(env *policy.Env, b *config.Block) (policy.Checker, error) {
+var Spec = policy.Spec{Name: Name, Default: policy.Enforce, New: func(env *policy.Env, b *config.Block) (policy.Checker, error) {
 	if err := b.Decode(&struct{}{}); err != nil {
 		return nil, err
 	}

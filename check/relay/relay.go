@@ -9,8 +9,8 @@ import (
 	"github.com/smtpgate/smtpgate/reply"
 )
 
-// NameUnauthDestination is the config and log name of UnauthDestination.
-const NameUnauthDestination = "unauth_destination"
+// Name is the config and log name of UnauthDestination.
+const Name = "unauth_destination"
 
 // UnauthDestination is relay control (Postfix's reject_unauth_destination):
 // an unauthenticated client outside the relay networks may only send to our
@@ -41,8 +41,8 @@ func NewUnauthDestination(domains []string, networks []netip.Prefix) *UnauthDest
 	return &UnauthDestination{domains: address.NewDomainSet(domains), networks: networks}
 }
 
-// Name returns NameUnauthDestination.
-func (*UnauthDestination) Name() string { return NameUnauthDestination }
+// Name returns Name.
+func (*UnauthDestination) Name() string { return Name }
 
 // CheckRcpt implements policy.RcptChecker.
 func (u *UnauthDestination) CheckRcpt(_ context.Context, c *policy.Client, _ *policy.Envelope, rcpt string) policy.Result {

@@ -7,7 +7,7 @@ import (
 
 // Spec is the unauth_destination line of the chain, enforced by default:
 // relay control comes before recipient existence.
-var Spec = policy.Spec{Name: NameUnauthDestination, Default: policy.Enforce, New: func(env *policy.Env, b *config.Block) (policy.Checker, error) {
+var Spec = policy.Spec{Name: Name, Default: policy.Enforce, New: func(env *policy.Env, b *config.Block) (policy.Checker, error) {
 	if err := b.Decode(&struct{}{}); err != nil {
 		return nil, err
 	}
