@@ -37,7 +37,9 @@ import (
 // counts cannot be read, password guessing would otherwise run
 // unthrottled, and a user can retry later. A failure or a login that
 // cannot be recorded is logged and otherwise ignored. Each store error
-// is logged as a warning.
+// is logged as a warning. The session's AuthLimiter interface carries no
+// context, so a shared store bounds its calls with its client's own
+// timeouts.
 type authLimiter struct {
 	buckets store.Store
 	known   store.Store
@@ -125,16 +127,11 @@ func knownKey(ip netip.Addr, login string) string {
 	return "auth:known:" + clientNet(ip).String() + ":" + login
 }
 
-func storeCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), storeTimeout)
-}
-
 // Locked implements session.AuthLimiter: the name of the limit that
 // locks ip (or login from ip, when login is not empty) out, or "". When
 // the store fails it is limAuthState.
 func (l *authLimiter) Locked(ip netip.Addr, login string) string {
-	ctx, cancel := storeCtx()
-	defer cancel()
+	ctx := context.Background()
 	if empty, err := l.empty(ctx, l.ipBucket(ip)); err != nil {
 		return l.failedClosed(ip, login, err)
 	} else if empty {
@@ -188,8 +185,7 @@ func (l *authLimiter) log() *slog.Logger {
 
 // Failed implements session.AuthLimiter.
 func (l *authLimiter) Failed(ip netip.Addr, login string) {
-	ctx, cancel := storeCtx()
-	defer cancel()
+	ctx := context.Background()
 	bs := []authBucket{l.ipBucket(ip)}
 	if login != "" {
 		bs = append(bs, l.loginBucket(ip, login), l.totalBucket(login))
@@ -208,8 +204,7 @@ func (l *authLimiter) Failed(ip netip.Addr, login string) {
 // Succeeded implements session.AuthLimiter: the network becomes one of
 // login's own.
 func (l *authLimiter) Succeeded(ip netip.Addr, login string) {
-	ctx, cancel := storeCtx()
-	defer cancel()
+	ctx := context.Background()
 	if err := l.known.Set(ctx, knownKey(ip, login), nil, knownNetworkTTL); err != nil {
 		l.log().Warn("AUTH login network not remembered", "stage", "auth", "client", ip.String(), "login", login, "error", err.Error())
 	}

@@ -64,6 +64,9 @@ type limiter struct {
 
 type limitParams struct {
 	config.EdgeLimits
+	// keys are the buckets' key prefixes, "rate:KIND:RATE:", made once
+	// per configuration.
+	connKey, msgsKey, rcptKey, senderKey string
 }
 
 type ipState struct {
@@ -71,9 +74,6 @@ type ipState struct {
 }
 
 const (
-	// storeTimeout bounds one call to the store: the session's
-	// limiter interface carries no context of its own.
-	storeTimeout = time.Second
 	// storeWarnEvery spaces the warnings of a failing store.
 	storeWarnEvery = 10 * time.Second
 	// bucketsPerIP is how many store keys max_tracked_ips stands for.
@@ -93,7 +93,13 @@ func newLimiter(l config.EdgeLimits, exempt func(netip.Addr) bool) *limiter {
 // full at its next use (the rate is part of its key); open-connection
 // counts are kept.
 func (l *limiter) set(e config.EdgeLimits, exempt func(netip.Addr) bool) {
-	l.p.Store(&limitParams{EdgeLimits: e})
+	l.p.Store(&limitParams{
+		EdgeLimits: e,
+		connKey:    bucketKey("conn", e.ConnectionRatePerIP),
+		msgsKey:    bucketKey("msgs", e.MessagesPerIP),
+		rcptKey:    bucketKey("rcpt", e.RecipientsPerIP),
+		senderKey:  bucketKey("sender", e.RecipientsPerSender),
+	})
 	if l.mem != nil {
 		l.mem.SetMax(bucketsPerIP * e.MaxTrackedIPs)
 	}
@@ -159,7 +165,7 @@ func (l *limiter) admitIP(ip netip.Addr) (key netip.Prefix, limit string) {
 	}
 	st.conns++
 	l.mu.Unlock()
-	if !p.ConnectionRatePerIP.Off() && !l.take("conn", p.ConnectionRatePerIP, key.String(), ip, limConnRate) {
+	if !p.ConnectionRatePerIP.Off() && !l.take(p.connKey+key.String(), p.ConnectionRatePerIP, ip, limConnRate) {
 		l.releaseIP(key)
 		return netip.Prefix{}, l.refused(limConnRate)
 	}
@@ -194,7 +200,7 @@ func (l *limiter) AllowMessage(ip netip.Addr) string {
 	if p.MessagesPerIP.Off() || (*l.exempt.Load())(ip) {
 		return ""
 	}
-	if !l.take("msgs", p.MessagesPerIP, l.key(ip).String(), ip, limMessages) {
+	if !l.take(p.msgsKey+l.key(ip).String(), p.MessagesPerIP, ip, limMessages) {
 		return l.refused(limMessages)
 	}
 	return ""
@@ -205,24 +211,30 @@ func (l *limiter) AllowMessage(ip netip.Addr) string {
 func (l *limiter) AllowRecipient(ip netip.Addr, sender string) string {
 	p := l.p.Load()
 	if !p.RecipientsPerIP.Off() && !(*l.exempt.Load())(ip) {
-		if !l.take("rcpt", p.RecipientsPerIP, l.key(ip).String(), ip, limRecipients) {
+		if !l.take(p.rcptKey+l.key(ip).String(), p.RecipientsPerIP, ip, limRecipients) {
 			return l.refused(limRecipients)
 		}
 	}
 	if !p.RecipientsPerSender.Off() && sender != "" {
-		if !l.take("sender", p.RecipientsPerSender, strings.ToLower(sender), ip, limRcptsPerSender) {
+		if !l.take(p.senderKey+strings.ToLower(sender), p.RecipientsPerSender, ip, limRcptsPerSender) {
 			return l.refused(limRcptsPerSender)
 		}
 	}
 	return ""
 }
 
-// take takes one token from the bucket "rate:KIND:RATE:SUBJECT" and
-// reports whether it was there. A store error allows (see limiter).
-func (l *limiter) take(kind string, r config.Rate, subject string, client netip.Addr, limit string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	t, err := l.store.Take(ctx, "rate:"+kind+":"+r.String()+":"+subject, store.PerPeriod(r.N, r.Per), 1)
+// bucketKey is the key prefix of a kind of bucket: the rate is part of
+// it, so that a reload that changes a rate starts its buckets full.
+func bucketKey(kind string, r config.Rate) string {
+	return "rate:" + kind + ":" + r.String() + ":"
+}
+
+// take takes one token from the bucket at key and reports whether it was
+// there. A store error allows (see limiter). The session's Limiter
+// interface carries no context: a shared store bounds its calls with its
+// client's own timeouts.
+func (l *limiter) take(key string, r config.Rate, client netip.Addr, limit string) bool {
+	t, err := l.store.Take(context.Background(), key, store.PerPeriod(r.N, r.Per), 1)
 	if err != nil {
 		l.storeFailed(limit, client, err)
 		return true
