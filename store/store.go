@@ -28,8 +28,8 @@
 //	rate:msgs:RATE:NET       messages_per_ip
 //	rate:rcpt:RATE:NET       recipients_per_ip
 //	rate:sender:RATE:ADDR    recipients_per_sender (lower-cased MAIL FROM)
-//	    (proxy/limits.go; RATE is the configured "N/period", so a reload
-//	    that changes a rate starts its buckets full.) A store error lets
+//	    (proxy's rate limiter; RATE is the configured "N/period", so a
+//	    reload that changes a rate starts its buckets full.) A store error lets
 //	    the client through (fails open) with a warning: a rate limit is a
 //	    courtesy to the MTA, and refusing all mail because the state is
 //	    unreachable would be worse than a flood slipping through.
@@ -38,19 +38,24 @@
 //	auth:login:N/WINDOW:NET:LOGIN    failures_per_login (IPv4 /24, IPv6 /64)
 //	auth:total:N/WINDOW:LOGIN        failures_per_login_total
 //	auth:known:NET:LOGIN             a network LOGIN logged in from (30 days)
-//	    (proxy/authlimit.go.) A store error at the lock-out check fails
-//	    closed: AUTH is answered 454 4.7.0 (temporary), since letting
-//	    password guessing run unthrottled is worse than users retrying.
-//	    A failure that cannot be recorded, or a login that cannot be
-//	    remembered, is logged and otherwise ignored.
+//	    (proxy's AUTH limiter; N/WINDOW as configured.) A store error
+//	    at the lock-out check fails closed: AUTH is answered 454 4.7.0
+//	    (temporary), since letting password guessing run unthrottled is
+//	    worse than users retrying. A failure that cannot be recorded,
+//	    or a login that cannot be remembered, is logged and otherwise
+//	    ignored.
 //
 //	rcpt:probe:ADDR          the MTA's answer to a recipient probe, JSON
-//	    (verify/recipient.go; positive_ttl for 2xx, negative_ttl for 5xx,
-//	    4xx never stored.) A store error is a cache miss: the MTA is
-//	    asked, which is the authority anyway; the log line of that
-//	    recipient says so.
+//	    (the unknown_recipient check; positive_ttl for 2xx,
+//	    negative_ttl for 5xx, 4xx never stored.) A store error is a
+//	    cache miss: the MTA is asked, which is the authority anyway; the
+//	    log line of that recipient says so.
 //
-// Greylisting triplets are expected next, as values with a TTL.
+// On a single node each caller keeps its own Memory with its own bound
+// (4 × limits.max_tracked_ips rate buckets; 300,000 AUTH buckets and
+// 100,000 known networks; recipients.cache_size probe answers), so that a
+// flood of one kind of key cannot push out another kind. Greylisting
+// triplets are expected next, as values with a TTL.
 package store
 
 import (
