@@ -1,15 +1,16 @@
 package proxy
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/store"
 )
 
 // Limit names, as the logs and the smtpgate_limit_rejections_total metric
@@ -23,12 +24,20 @@ const (
 	limRcptsPerSender = "recipients_per_sender"
 )
 
-// limiter is Postfix's anvil for one node: open connections (global and
-// per client network) and token buckets per client network and per
-// sender. Its state is bounded: entries that are idle (no connection open,
-// every bucket full again) are swept, and past limits.max_tracked_ips
-// idle-but-not-full entries are dropped too (which only forgives a client
-// some tokens). It is safe for concurrent use.
+// limiter is Postfix's anvil: open connections (global and per client
+// network), which are facts about this process and stay here, and token
+// buckets per client network and per sender, which live in a store.Store
+// so that nodes behind a load balancer can share them (keys in package
+// store's doc). By default the store is this node's memory, bounded by
+// limits.max_tracked_ips (four buckets each: connections, messages and
+// recipients per network, recipients per sender); forgetting a bucket
+// only forgives a client some tokens.
+//
+// A store error lets the client through (fails open) and is logged as a
+// warning, at most once per storeWarnEvery: a rate limit spares the MTA,
+// and refusing every client because the limits' state cannot be reached
+// would do more harm than a flood that slips through meanwhile. It is
+// safe for concurrent use.
 type limiter struct {
 	now    func() time.Time
 	exempt atomic.Pointer[func(netip.Addr) bool]
@@ -36,50 +45,64 @@ type limiter struct {
 	// onReject is told each refusal (metrics).
 	onReject func(limit string)
 
+	// store holds the buckets; mem is the same store when it is this
+	// node's memory (nil for a shared one).
+	store  store.Store
+	mem    *store.Memory
+	logger *slog.Logger
+	// warned is when a store error was last logged (unix ns); suppressed
+	// counts those not logged since.
+	warned     atomic.Int64
+	suppressed atomic.Int64
+
 	total atomic.Int64
 
-	mu        sync.Mutex
-	ips       map[netip.Prefix]*ipState
-	senders   map[string]*senderState
-	nextSweep time.Time
+	mu sync.Mutex
+	// ips are the client networks with connections open.
+	ips map[netip.Prefix]*ipState
 }
 
 type limitParams struct {
 	config.EdgeLimits
-	gen int
+	// keys are the buckets' key prefixes, "rate:KIND:RATE:", made once
+	// per configuration.
+	connKey, msgsKey, rcptKey, senderKey string
 }
 
 type ipState struct {
-	gen                  int
-	conns                int
-	connRate, msgs, rcpt *rate.Limiter // nil when that limit is off
+	conns int
 }
 
-type senderState struct {
-	gen  int
-	rcpt *rate.Limiter
-}
-
-const sweepEvery = time.Minute
+const (
+	// storeWarnEvery spaces the warnings of a failing store.
+	storeWarnEvery = 10 * time.Second
+	// bucketsPerIP is how many store keys max_tracked_ips stands for.
+	bucketsPerIP = 4
+)
 
 func newLimiter(l config.EdgeLimits, exempt func(netip.Addr) bool) *limiter {
-	lim := &limiter{now: time.Now, ips: map[netip.Prefix]*ipState{}, senders: map[string]*senderState{}}
+	lim := &limiter{now: time.Now, ips: map[netip.Prefix]*ipState{}}
+	// The clock is read through lim.now, which tests replace.
+	lim.mem = store.NewMemory(bucketsPerIP*l.MaxTrackedIPs, func() time.Time { return lim.now() })
+	lim.store = lim.mem
 	lim.set(l, exempt)
 	return lim
 }
 
-// set installs new limits (a reload). Buckets are rebuilt, full, at their
-// next use; open-connection counts are kept.
+// set installs new limits (a reload). A bucket whose rate changed starts
+// full at its next use (the rate is part of its key); open-connection
+// counts are kept.
 func (l *limiter) set(e config.EdgeLimits, exempt func(netip.Addr) bool) {
-	gen := 1
-	if old := l.p.Load(); old != nil {
-		if old.EdgeLimits == e {
-			gen = old.gen
-		} else {
-			gen = old.gen + 1
-		}
+	l.p.Store(&limitParams{
+		EdgeLimits: e,
+		connKey:    bucketKey("conn", e.ConnectionRatePerIP),
+		msgsKey:    bucketKey("msgs", e.MessagesPerIP),
+		rcptKey:    bucketKey("rcpt", e.RecipientsPerIP),
+		senderKey:  bucketKey("sender", e.RecipientsPerSender),
+	})
+	if l.mem != nil {
+		l.mem.SetMax(bucketsPerIP * e.MaxTrackedIPs)
 	}
-	l.p.Store(&limitParams{EdgeLimits: e, gen: gen})
 	if exempt == nil {
 		exempt = func(netip.Addr) bool { return false }
 	}
@@ -127,17 +150,25 @@ func (l *limiter) admitIP(ip netip.Addr) (key netip.Prefix, limit string) {
 	}
 	p := l.p.Load()
 	key = l.key(ip)
-	now := l.now()
+	// The connection's place is taken first, so that the per-IP cap
+	// holds while the store is asked without the lock.
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := l.ipState(key, p, now)
+	st := l.ips[key]
+	if st == nil {
+		st = &ipState{}
+		l.ips[key] = st
+	}
 	if st.conns >= p.MaxConnectionsPerIP {
+		l.dropIfIdle(key, st)
+		l.mu.Unlock()
 		return netip.Prefix{}, l.refused(limMaxConnsPerIP)
 	}
-	if st.connRate != nil && !st.connRate.AllowN(now, 1) {
+	st.conns++
+	l.mu.Unlock()
+	if !p.ConnectionRatePerIP.Off() && !l.take(p.connKey+key.String(), p.ConnectionRatePerIP, ip, limConnRate) {
+		l.releaseIP(key)
 		return netip.Prefix{}, l.refused(limConnRate)
 	}
-	st.conns++
 	return key, ""
 }
 
@@ -148,8 +179,18 @@ func (l *limiter) releaseIP(key netip.Prefix) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if st := l.ips[key]; st != nil && st.conns > 0 {
-		st.conns--
+	if st := l.ips[key]; st != nil {
+		if st.conns > 0 {
+			st.conns--
+		}
+		l.dropIfIdle(key, st)
+	}
+}
+
+// dropIfIdle forgets a network with nothing open. l.mu is held.
+func (l *limiter) dropIfIdle(key netip.Prefix, st *ipState) {
+	if st.conns == 0 {
+		delete(l.ips, key)
 	}
 }
 
@@ -159,10 +200,7 @@ func (l *limiter) AllowMessage(ip netip.Addr) string {
 	if p.MessagesPerIP.Off() || (*l.exempt.Load())(ip) {
 		return ""
 	}
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.ipState(l.key(ip), p, now).msgs.AllowN(now, 1) {
+	if !l.take(p.msgsKey+l.key(ip).String(), p.MessagesPerIP, ip, limMessages) {
 		return l.refused(limMessages)
 	}
 	return ""
@@ -172,100 +210,69 @@ func (l *limiter) AllowMessage(ip netip.Addr) string {
 // is not limited per sender: it is everyone's.
 func (l *limiter) AllowRecipient(ip netip.Addr, sender string) string {
 	p := l.p.Load()
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if !p.RecipientsPerIP.Off() && !(*l.exempt.Load())(ip) {
-		st := l.ipState(l.key(ip), p, now)
-		if !st.rcpt.AllowN(now, 1) {
+		if !l.take(p.rcptKey+l.key(ip).String(), p.RecipientsPerIP, ip, limRecipients) {
 			return l.refused(limRecipients)
 		}
 	}
 	if !p.RecipientsPerSender.Off() && sender != "" {
-		k := strings.ToLower(sender)
-		ss := l.senders[k]
-		if ss == nil || ss.gen != p.gen {
-			l.sweepIfDue(p, now)
-			ss = &senderState{gen: p.gen, rcpt: bucket(p.RecipientsPerSender)}
-			l.senders[k] = ss
-		}
-		if !ss.rcpt.AllowN(now, 1) {
+		if !l.take(p.senderKey+strings.ToLower(sender), p.RecipientsPerSender, ip, limRcptsPerSender) {
 			return l.refused(limRcptsPerSender)
 		}
 	}
 	return ""
 }
 
-func bucket(r config.Rate) *rate.Limiter {
-	if r.Off() {
-		return nil
-	}
-	return rate.NewLimiter(rate.Every(r.Per/time.Duration(r.N)), r.N)
+// bucketKey is the key prefix of a kind of bucket: the rate is part of
+// it, so that a reload that changes a rate starts its buckets full.
+func bucketKey(kind string, r config.Rate) string {
+	return "rate:" + kind + ":" + r.String() + ":"
 }
 
-// ipState returns key's entry, made (or remade after a reload) as needed.
-// l.mu is held.
-func (l *limiter) ipState(key netip.Prefix, p *limitParams, now time.Time) *ipState {
-	st := l.ips[key]
-	if st == nil {
-		l.sweepIfDue(p, now)
-		st = &ipState{}
-		l.ips[key] = st
+// take takes one token from the bucket at key and reports whether it was
+// there. A store error allows (see limiter). The session's Limiter
+// interface carries no context: a shared store bounds its calls with its
+// client's own timeouts.
+func (l *limiter) take(key string, r config.Rate, client netip.Addr, limit string) bool {
+	t, err := l.store.Take(context.Background(), key, store.PerPeriod(r.N, r.Per), 1)
+	if err != nil {
+		l.storeFailed(limit, client, err)
+		return true
 	}
-	if st.gen != p.gen {
-		st.gen = p.gen
-		st.connRate = bucket(p.ConnectionRatePerIP)
-		st.msgs = bucket(p.MessagesPerIP)
-		st.rcpt = bucket(p.RecipientsPerIP)
-	}
-	return st
+	return t.OK
 }
 
-// sweepIfDue drops idle entries once a minute, or at once when the maps
-// are over limits.max_tracked_ips. l.mu is held.
-func (l *limiter) sweepIfDue(p *limitParams, now time.Time) {
-	over := len(l.ips) >= p.MaxTrackedIPs || len(l.senders) >= p.MaxTrackedIPs
-	if !over && now.Before(l.nextSweep) {
+// storeFailed logs a store error, at most once per storeWarnEvery.
+func (l *limiter) storeFailed(limit string, client netip.Addr, err error) {
+	now := l.now().UnixNano()
+	last := l.warned.Load()
+	if (last != 0 && now-last < int64(storeWarnEvery)) || !l.warned.CompareAndSwap(last, now) {
+		l.suppressed.Add(1)
 		return
 	}
-	l.nextSweep = now.Add(sweepEvery)
+	logger := l.logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.Warn("rate limit state unavailable: client allowed", "check", limit, "client", client.String(), "error", err.Error(), "suppressed", l.suppressed.Swap(0))
+}
+
+// sweepIfDue forgets networks with nothing open (releaseIP already does;
+// the buckets expire in the store by themselves). l.mu is held.
+func (l *limiter) sweepIfDue(_ *limitParams, _ time.Time) {
 	for k, st := range l.ips {
-		if st.conns == 0 && (st.gen != p.gen || (full(st.connRate, now) && full(st.msgs, now) && full(st.rcpt, now))) {
-			delete(l.ips, k)
-		}
-	}
-	for k, ss := range l.senders {
-		if ss.gen != p.gen || full(ss.rcpt, now) {
-			delete(l.senders, k)
-		}
-	}
-	// Still over (a flood from many addresses): forget some clients that
-	// have nothing open, down to 90%, so the next forced sweep is far.
-	target := p.MaxTrackedIPs * 9 / 10
-	for k, st := range l.ips {
-		if len(l.ips) <= target {
-			break
-		}
-		if st.conns == 0 {
-			delete(l.ips, k)
-		}
-	}
-	for k := range l.senders {
-		if len(l.senders) <= target {
-			break
-		}
-		delete(l.senders, k)
+		l.dropIfIdle(k, st)
 	}
 }
 
-func full(b *rate.Limiter, now time.Time) bool {
-	return b == nil || b.TokensAt(now) >= float64(b.Burst())
-}
-
-// tracked returns the number of per-IP and per-sender entries (tests,
-// metrics).
-func (l *limiter) tracked() (ips, senders int) {
+// tracked returns the number of client networks with connections open
+// and of buckets held in this node's memory (tests, metrics).
+func (l *limiter) tracked() (ips, buckets int) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.ips), len(l.senders)
+	ips = len(l.ips)
+	l.mu.Unlock()
+	if l.mem != nil {
+		buckets = l.mem.Len()
+	}
+	return ips, buckets
 }

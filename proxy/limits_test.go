@@ -1,11 +1,17 @@
 package proxy
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/store"
 )
 
 // fakeClock is the limiter's clock in tests: time moves only when told.
@@ -214,5 +220,165 @@ func TestParseRate(t *testing.T) {
 		if (err != nil) != tc.bad || got != tc.want {
 			t.Errorf("ParseRate(%q) = %v, %v", tc.in, got, err)
 		}
+	}
+}
+
+// flakyStore is a store.Store whose calls fail while down is set, as a
+// network store's do while its server cannot be reached.
+type flakyStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+var errStoreDown = errors.New("dial tcp 192.0.2.53:6379: connect: connection refused")
+
+func (f *flakyStore) Take(ctx context.Context, key string, lim store.Limit, n int) (store.Taken, error) {
+	if f.down.Load() {
+		return store.Taken{}, errStoreDown
+	}
+	return f.Store.Take(ctx, key, lim, n)
+}
+
+func (f *flakyStore) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if f.down.Load() {
+		return 0, errStoreDown
+	}
+	return f.Store.Incr(ctx, key, delta, ttl)
+}
+
+func (f *flakyStore) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	if f.down.Load() {
+		return nil, false, errStoreDown
+	}
+	return f.Store.Get(ctx, key)
+}
+
+func (f *flakyStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if f.down.Load() {
+		return errStoreDown
+	}
+	return f.Store.Set(ctx, key, value, ttl)
+}
+
+func (f *flakyStore) Delete(ctx context.Context, key string) error {
+	if f.down.Load() {
+		return errStoreDown
+	}
+	return f.Store.Delete(ctx, key)
+}
+
+// The rate limits fail open while their store fails: every client is
+// let through, a warning is logged at most once per storeWarnEvery, and
+// the per-process caps (connections open per network) still hold.
+func TestRateLimitsFailOpenOnStoreError(t *testing.T) {
+	l, clk := testLimiter(t, config.EdgeLimits{
+		MaxConnectionsPerIP: 5,
+		ConnectionRatePerIP: mustRate(t, "1/1h"),
+		MessagesPerIP:       mustRate(t, "1/1h"),
+		RecipientsPerIP:     mustRate(t, "1/1h"),
+		RecipientsPerSender: mustRate(t, "1/1h"),
+	})
+	logs := &logBuf{}
+	l.logger = slog.New(slog.NewTextHandler(logs, nil))
+	fs := &flakyStore{Store: l.store}
+	l.store = fs
+	a := netip.MustParseAddr("192.0.2.1")
+	key, lim := l.admitIP(a)
+	if lim != "" {
+		t.Fatalf("first connection refused by %s", lim)
+	}
+	l.releaseIP(key)
+	if _, lim := l.admitIP(a); lim != limConnRate {
+		t.Fatalf("second connection with the store up: %q, want %s", lim, limConnRate)
+	}
+
+	fs.down.Store(true)
+	var keys []netip.Prefix
+	for i := 0; i < 5; i++ {
+		key, lim := l.admitIP(a)
+		if lim != "" {
+			t.Fatalf("store down, connection %d refused by %s", i+1, lim)
+		}
+		keys = append(keys, key)
+		if got := l.AllowMessage(a); got != "" {
+			t.Fatalf("store down, message %d refused by %s", i+1, got)
+		}
+		if got := l.AllowRecipient(a, "x@example.org"); got != "" {
+			t.Fatalf("store down, recipient %d refused by %s", i+1, got)
+		}
+	}
+	if _, lim := l.admitIP(a); lim != limMaxConnsPerIP {
+		t.Fatalf("6th open connection with the store down: %q, want %s", lim, limMaxConnsPerIP)
+	}
+	if n := strings.Count(logs.String(), "rate limit state unavailable"); n != 1 {
+		t.Fatalf("%d warnings for 20 store errors in one instant, want 1:\n%s", n, logs)
+	}
+	clk.advance(storeWarnEvery)
+	l.AllowMessage(a)
+	if !strings.Contains(logs.String(), "suppressed=19") {
+		t.Fatalf("the next warning does not count the 19 not logged:\n%s", logs)
+	}
+	for _, k := range keys {
+		l.releaseIP(k)
+	}
+
+	// Back up: the buckets are as the outage left them.
+	fs.down.Store(false)
+	if _, lim := l.admitIP(a); lim != limConnRate {
+		t.Fatalf("store up again: %q, want %s", lim, limConnRate)
+	}
+}
+
+// startServerPrep is startServer with prep run on the Server before it
+// serves (to put a failing store in place).
+func startServerPrep(t *testing.T, listen, extra string, prep func(*Server)) (string, *logBuf) {
+	t.Helper()
+	yml := "hostname: gw.example.com\ndomains: [example.com]\ndns:\n  servers: [127.0.0.1:1]\n  timeout: 100ms\nupstream:\n  address: " + fakeMTA(t) + "\n  xclient: off\nchecks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\nlisten:\n" + listen + extra
+	cfg, err := config.Parse([]byte(yml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuf{}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep(s)
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	t.Cleanup(func() {
+		s.Close()
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	return s.Addrs()[0].String(), logs
+}
+
+// A conversation while the limits' store is down: the recipient over
+// recipients_per_ip (450 4.7.1 with the store up, TestRecipientRateGives450)
+// is passed to the MTA, and the outage is logged once.
+func TestRecipientRateStoreDownLetsMailThrough(t *testing.T) {
+	addr, logs := startServerPrep(t, "  - address: 127.0.0.1:0\n", "limits:\n  recipients_per_ip: 1/1h\n  messages_per_ip: 1/1h\n", func(s *Server) {
+		fs := &flakyStore{Store: s.lim.store}
+		fs.down.Store(true)
+		s.lim.store = fs
+	})
+	c := dialT(t, addr)
+	c.reply()
+	c.cmd("EHLO ok.example.org")
+	c.cmd("MAIL FROM:<a@example.org>")
+	for i := 0; i < 3; i++ {
+		if l := c.cmd("RCPT TO:<bob@example.com>"); l != "250 2.0.0 Ok\r\n" {
+			t.Fatalf("rcpt %d with the store down: %q, want 250 2.0.0 Ok", i+1, l)
+		}
+	}
+	if n := strings.Count(logs.String(), "rate limit state unavailable"); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, logs)
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"rate limit state unavailable: client allowed\" check=messages_per_ip client=127.0.0.1") {
+		t.Fatalf("warning without its check and client:\n%s", logs)
 	}
 }

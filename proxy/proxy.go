@@ -82,8 +82,11 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s := &Server{Logger: logger, conns: map[*peerConn]struct{}{}}
 	s.ident.s = s
 	s.met = newMetrics(s)
+	// The rate buckets and the AUTH failure counts live in a store
+	// (this node's memory: store.Memory, made by the limiters).
 	s.lim = newLimiter(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
 	s.lim.onReject = s.met.limitRejected
+	s.lim.logger = logger
 	s.upLim = newUpstreamLimiter(s.lim)
 	s.upLim.onReject = s.met.limitRejected
 	s.upLim.set(cfg.Upstream.MaxConnections, cfg.Upstream.MaxConnectionsPerIP)
@@ -209,6 +212,7 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 	b.authLim, b.authLimKey = s.authLim, fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow)
 	if b.authLim == nil || s.authLimKey != b.authLimKey {
 		b.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow.D())
+		b.authLim.logger = s.Logger
 	}
 	b.pool, b.poolKey = s.upstreamPool(addr, uo, cfg.Upstream.Pool)
 	s.learnMTA(b.pool, cfg.Upstream.ConnectTimeout.D())

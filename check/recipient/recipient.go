@@ -2,12 +2,13 @@ package recipient
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/smtpgate/smtpgate/policy"
 	"github.com/smtpgate/smtpgate/reply"
+	"github.com/smtpgate/smtpgate/store"
 )
 
 // Name is the config and log name of the recipient
@@ -33,11 +34,18 @@ type RecipientList interface {
 //
 // Recipients of domains that are not ours pass: unauth_destination
 // decides those.
+//
+// Probe answers are remembered in a store.Store under "rcpt:probe:ADDR"
+// (positive_ttl for 2xx, negative_ttl for 5xx, 4xx never), by default in
+// memory bounded by cache_size. A store error is a cache miss: the MTA is
+// asked, as it is the authority anyway, and the recipient's log line
+// says that the cache failed.
 type UnknownRecipient struct {
-	domains map[string]bool
-	list    RecipientList // may be nil
-	prober  policy.RecipientProber
-	cache   *probeCache
+	domains        map[string]bool
+	list           RecipientList // may be nil
+	prober         policy.RecipientProber
+	cache          store.Store
+	posTTL, negTTL time.Duration
 }
 
 // NewUnknownRecipient builds the check. list and prober may each be nil;
@@ -51,7 +59,7 @@ func NewUnknownRecipient(domains []string, list RecipientList, prober policy.Rec
 		u.domains[strings.ToLower(d)] = true
 	}
 	if prober != nil {
-		u.cache = newProbeCache(posTTL, negTTL, cacheSize, time.Now)
+		u.cache, u.posTTL, u.negTTL = store.NewMemory(cacheSize, nil), posTTL, negTTL
 	}
 	return u
 }
@@ -83,18 +91,58 @@ func (u *UnknownRecipient) CheckRcpt(ctx context.Context, c *policy.Client, env 
 		// answers the forwarded RCPT itself.
 		return policy.Result{}
 	}
-	key := strings.ToLower(local) + "@" + domain
-	if pr, ok := u.cache.get(key); ok {
+	key := "rcpt:probe:" + strings.ToLower(local) + "@" + domain
+	pr, cached, cacheErr := u.cached(ctx, key)
+	if cached {
 		return u.probeVerdict(rcpt, pr, unknown, "cached probe: ")
 	}
 	pr, err := u.prober.ProbeRecipient(ctx, rcpt)
 	if err != nil {
 		return policy.Rejected(reply.New(450, [3]int{4, 1, 1}, "<"+rcpt+">: Recipient address rejected: unverified address: mail server unreachable"), "probe failed: "+err.Error())
 	}
-	if pr.Code/100 != 4 {
-		u.cache.put(key, pr)
+	if cacheErr == nil && pr.Code/100 != 4 {
+		cacheErr = u.remember(ctx, key, pr)
 	}
-	return u.probeVerdict(rcpt, pr, unknown, "probe: ")
+	res := u.probeVerdict(rcpt, pr, unknown, "probe: ")
+	if cacheErr != nil {
+		if res.Evidence == "" {
+			res.Evidence = "probe: " + probeString(pr)
+		}
+		res.Evidence += "; probe cache failed: " + cacheErr.Error()
+		res.Log = true
+	}
+	return res
+}
+
+// cached returns the remembered answer for key, if any.
+func (u *UnknownRecipient) cached(ctx context.Context, key string) (reply.Reply, bool, error) {
+	v, ok, err := u.cache.Get(ctx, key)
+	if err != nil || !ok {
+		return reply.Reply{}, false, err
+	}
+	var pr reply.Reply
+	if err := json.Unmarshal(v, &pr); err != nil {
+		return reply.Reply{}, false, err
+	}
+	return pr, true, nil
+}
+
+// remember stores a 2xx answer for positive_ttl, a 5xx one for
+// negative_ttl (Postfix: address_verify_positive_refresh_time 7d,
+// address_verify_negative_expire_time 3d with refresh 3h).
+func (u *UnknownRecipient) remember(ctx context.Context, key string, pr reply.Reply) error {
+	ttl := u.posTTL
+	if pr.Code/100 != 2 {
+		ttl = u.negTTL
+	}
+	if ttl <= 0 {
+		return nil
+	}
+	v, err := json.Marshal(pr)
+	if err != nil {
+		return err
+	}
+	return u.cache.Set(ctx, key, v, ttl)
 }
 
 func (u *UnknownRecipient) probeVerdict(rcpt string, pr reply.Reply, unknown reply.Reply, how string) policy.Result {
@@ -118,64 +166,4 @@ func splitAddr(a string) (local, domain string, ok bool) {
 		return "", "", false
 	}
 	return a[:i], a[i+1:], true
-}
-
-// probeCache remembers probe answers: positive ones for long, negative ones
-// shorter (Postfix: address_verify_positive_refresh_time 7d,
-// address_verify_negative_expire_time 3d with refresh 3h), bounded in size.
-type probeCache struct {
-	mu       sync.Mutex
-	pos, neg time.Duration
-	max      int
-	now      func() time.Time
-	m        map[string]probeEntry
-}
-
-type probeEntry struct {
-	r   reply.Reply
-	exp time.Time
-}
-
-func newProbeCache(pos, neg time.Duration, max int, now func() time.Time) *probeCache {
-	if max <= 0 {
-		max = 100000
-	}
-	return &probeCache{pos: pos, neg: neg, max: max, now: now, m: map[string]probeEntry{}}
-}
-
-func (c *probeCache) get(k string) (reply.Reply, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[k]
-	if !ok {
-		return reply.Reply{}, false
-	}
-	if c.now().After(e.exp) {
-		delete(c.m, k)
-		return reply.Reply{}, false
-	}
-	return e.r, true
-}
-
-func (c *probeCache) put(k string, r reply.Reply) {
-	ttl := c.pos
-	if r.Code/100 != 2 {
-		ttl = c.neg
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		// Evict expired entries first, then arbitrary ones (map order):
-		// bounded memory matters more than the exact victim.
-		now := c.now()
-		for key, e := range c.m {
-			if now.After(e.exp) || len(c.m) >= c.max {
-				delete(c.m, key)
-			}
-			if len(c.m) < c.max*9/10 {
-				break
-			}
-		}
-	}
-	c.m[k] = probeEntry{r: r, exp: c.now().Add(ttl)}
 }
