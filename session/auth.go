@@ -9,7 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// Authenticator checks our users' credentials (policy.Users).
+// Authenticator checks our users' credentials (users.Users).
 type Authenticator interface {
 	Authenticate(login, password string) bool
 }
@@ -64,10 +64,13 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 		return nil, errEncryptionRequired
 	case s.peer.Busy():
 		return nil, errAuthInTransaction
-	case s.st.AuthLimiter != nil && s.st.AuthLimiter.Locked(s.client.Addr, "") != "":
-		s.log.Warn("auth locked out", "stage", "auth", "check", "auth_lockout", "mode", "enforce", "limit", "failures_per_ip", "reply", "454 4.7.0")
-		s.observe("auth", "auth_lockout", 454, false)
-		return nil, errAuthLocked
+	}
+	if s.st.AuthLimiter != nil {
+		if limit := s.st.AuthLimiter.Locked(s.client.Addr, ""); limit != "" {
+			s.log.Warn("auth locked out", "stage", "auth", "check", "auth_lockout", "mode", "enforce", "limit", limit, "reply", "454 4.7.0")
+			s.observe("auth", "auth_lockout", 454, false)
+			return nil, errAuthLocked
+		}
 	}
 	switch mech {
 	case sasl.Plain:
