@@ -180,7 +180,7 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 			if err != nil {
 				return verify.ProbeResult{}, err
 			}
-			return verify.ProbeResult{Code: rep.Code, Enhanced: rep.Enhanced, Text: rep.Text()}, nil
+			return verify.ProbeResult{Code: rep.Code, Enhanced: rep.Enhanced, Text: rep.Text}, nil
 		})
 	}
 	b := &built{}
