@@ -1,7 +1,11 @@
 // Package upstream is the client side towards the real MTA: dial, EHLO,
 // XCLIENT/XFORWARD, MAIL/RCPT/DATA/RSET/QUIT, with the MTA's replies
-// returned as values so that the session can hand them to the client
-// unchanged.
+// returned as values (reply.Reply) so that the session can hand them to
+// the client unchanged. A Tx is one mail transaction on a Conn (Rcpt,
+// Data, Commit, Abort), driven by the session in step with the client;
+// a Pool keeps connections between client sessions. A failure to talk to
+// the MTA is an *Error of one kind (ErrUnavailable, ErrTimeout, ErrLost,
+// ErrProtocol, ErrIdentityRefused), told apart with errors.Is.
 //
 // upstream knows nothing of policy. It pipelines where the MTA offers
 // PIPELINING (RFC 2920) and never buffers a message: DATA is written
