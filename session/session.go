@@ -286,10 +286,8 @@ var errClosing = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7
 func (s *Session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.tx != nil {
-		s.tx.Reset()
-		s.tx = nil
-	}
+	s.tx.Reset() // an RSET owed to the MTA if a MAIL stands there
+	s.tx = nil
 	s.env = verify.Envelope{}
 	s.mailParams = nil
 	s.mailRefusal = nil
