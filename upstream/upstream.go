@@ -138,6 +138,8 @@ type Identity struct {
 }
 
 // Conn is one connection to the MTA. It is not safe for concurrent use.
+// Its command methods (Begin, Rcpt, Data, End, Abort, Reset) are the wire
+// level; a Tx (NewTx) drives them as one transaction and knows its state.
 type Conn struct {
 	nc   net.Conn
 	r    *bufio.Reader
