@@ -186,7 +186,7 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 			if err != nil {
 				return reply.Reply{}, err
 			}
-			return reply.New(rep.Code, rep.Enhanced, rep.Text()), nil
+			return *rep, nil
 		})
 	}
 	b := &built{}

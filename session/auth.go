@@ -114,12 +114,9 @@ func (s *Session) authenticate(identity, login, password string) error {
 		}
 		s.log.Info("auth", "stage", "auth", "login", login, "reply", "235 2.7.0")
 		s.observe("auth", "auth", 235, false)
-		if s.up != nil {
-			// The MTA was told who the client is without the login; the
-			// next transaction dials again with XCLIENT LOGIN=.
-			s.up.Quit()
-			s.setUp(nil)
-		}
+		// The MTA was told who the client is without the login; the
+		// next transaction dials again with XCLIENT LOGIN=.
+		s.releaseUpstream()
 		return nil
 	}
 	s.authFailures++

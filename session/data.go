@@ -51,7 +51,7 @@ func (s *Session) Data(r io.Reader) error {
 		// reach the MTA.
 		return errClosing
 	}
-	if s.up == nil || !s.upMail {
+	if !s.tx.Open() {
 		// Every accepted RCPT opened the transaction upstream; a broken
 		// connection since then means the MTA went away.
 		return s.upstreamFailure("data", errTransactionLost)
@@ -83,14 +83,11 @@ func (s *Session) Data(r io.Reader) error {
 		return s.dataError(err, early)
 	}
 	if refusal != nil {
+		s.tx.Reset()
 		if refusal.Result.Action == policy.Discard {
-			s.up.Reset()
-			s.upMail = false
 			return discardedOK
 		}
-		s.up.Reset()
-		s.upMail = false
-		return replyErr(refusal.Result.Reply)
+		return smtpError(refusal.Result.Reply)
 	}
 
 	if !early {
@@ -124,10 +121,9 @@ func (s *Session) Data(r io.Reader) error {
 		if d.Result.Action == policy.Discard {
 			return discardedOK
 		}
-		return replyErr(d.Result.Reply)
+		return smtpError(d.Result.Reply)
 	}
-	rep, err := s.up.End(s.ctx)
-	s.upMail = false
+	rep, err := s.tx.Commit(s.ctx)
 	if err != nil {
 		// The MTA may or may not have the message: the client must
 		// retry, and a duplicate beats a loss (RFC 5321 §6.1, and the
@@ -147,12 +143,11 @@ func (s *Session) Data(r io.Reader) error {
 // startData sends DATA to the MTA and returns the body writer, or nil
 // and the reply for the client.
 func (s *Session) startData() (io.Writer, error) {
-	rep, w, err := s.up.Data(s.ctx)
+	w, rep, err := s.tx.Data(s.ctx)
 	if err != nil {
 		return nil, s.upstreamFailure("data", err)
 	}
 	if w == nil {
-		s.upMail = false
 		s.log.Info("reject", "stage", "data", "check", "upstream", "reply", rep.String())
 		return nil, s.relay(rep)
 	}
@@ -165,13 +160,11 @@ var discardedOK = &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 
 // If the MTA already got part of the message, its transaction is dropped
 // without the final dot so that nothing half-received is queued.
 func (s *Session) dataError(err error, upstreamStarted bool) error {
-	if upstreamStarted && s.up != nil {
-		s.up.Abort()
-		s.setUp(nil)
-	} else if s.up != nil {
-		s.up.Reset()
+	if upstreamStarted {
+		s.abortUpstream()
+	} else {
+		s.tx.Reset()
 	}
-	s.upMail = false
 	var reply *smtp.SMTPError
 	switch {
 	case errors.Is(err, errBareNewline), errors.Is(err, errNUL):
@@ -197,7 +190,7 @@ func (s *Session) dataError(err error, upstreamStarted bool) error {
 		// The client went away: nobody to answer.
 		return errClientGone
 	}
-	s.log.Info("reject", "stage", "data", "check", checkOf(reply), "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message))
+	s.log.Info("reject", "stage", "data", "check", checkOf(reply), "reply", replyOf(reply).String())
 	return reply
 }
 
@@ -366,7 +359,7 @@ func (s *Session) streamBody(br *bufio.Reader, first []byte, w io.Writer) (int64
 				if d.Result.Action == policy.Discard {
 					s.discarded = true
 				} else {
-					return replyErr(d.Result.Reply)
+					return smtpError(d.Result.Reply)
 				}
 			}
 		}

@@ -102,8 +102,7 @@ func (s *Session) postmasterPath(to string) string {
 
 // refuse logs one refusal of an entry check and counts it.
 func (s *Session) refuse(stage, check string, reply *smtp.SMTPError, attrs ...any) {
-	r := fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
-	s.log.Info("reject", append([]any{"stage", stage, "check", check, "mode", "enforce", "reply", r}, attrs...)...)
+	s.log.Info("reject", append([]any{"stage", stage, "check", check, "mode", "enforce", "reply", replyOf(reply).String()}, attrs...)...)
 	s.observe(stage, check, reply.Code, false)
 }
 

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"fmt"
 	"net/netip"
 
 	"github.com/emersion/go-smtp"
@@ -40,8 +39,7 @@ func (e *LimitError) Error() string { return e.Check + ": " + e.Reply.Message }
 // limitRefusal answers a RCPT that a LimitError refused, logged once.
 func (s *Session) limitRefusal(le *LimitError, to string) error {
 	r := le.Reply
-	reply := fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
-	s.log.Info("reject", append([]any{"stage", "rcpt", "check", le.Check, "reply", reply, "rcpt", to}, s.envAttrs()...)...)
+	s.log.Info("reject", append([]any{"stage", "rcpt", "check", le.Check, "reply", replyOf(r).String(), "rcpt", to}, s.envAttrs()...)...)
 	s.observe("rcpt", le.Check, r.Code, false)
 	return r
 }
@@ -69,7 +67,7 @@ func (s *Session) rateLimit(to string) error {
 	if check == "recipients_per_sender" {
 		reply.Message = "<" + s.env.From + ">: Sender address rejected: too many recipients, try again later"
 	}
-	s.log.Info("reject", append([]any{"stage", "rcpt", "check", check, "reply", "450 4.7.1 " + reply.Message, "rcpt", to}, s.envAttrs()...)...)
+	s.log.Info("reject", append([]any{"stage", "rcpt", "check", check, "reply", replyOf(reply).String(), "rcpt", to}, s.envAttrs()...)...)
 	s.observe("rcpt", check, 450, false)
 	return reply
 }

@@ -3,7 +3,7 @@ package session
 import (
 	"testing"
 
-	"github.com/smtpgate/smtpgate/upstream"
+	"github.com/smtpgate/smtpgate/reply"
 )
 
 // The accept log's queue_id is found in each MTA's own reply to the dot.
@@ -14,7 +14,7 @@ func TestQueueIDFromEachMTA(t *testing.T) {
 		{"b624e866 Message accepted for delivery", "b624e866"}, // OpenSMTPD
 		{"Ok", ""},
 	} {
-		if got := queueID(&upstream.Reply{Code: 250, Lines: []string{tc.text}}); got != tc.want {
+		if got := queueID(reply.Reply{Code: 250, Text: tc.text}); got != tc.want {
 			t.Errorf("%q: queue id %q, want %q", tc.text, got, tc.want)
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -119,7 +118,7 @@ func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if d, ok := s.record(&out, policy.StageConnect); ok {
 		if !st.DelayReject {
 			s.end()
-			return nil, replyErr(d.Result.Reply)
+			return nil, smtpError(d.Result.Reply)
 		}
 		s.connRefusal = &d
 	}
@@ -166,9 +165,12 @@ type Session struct {
 	// (Received-SPF:), written in front of the message.
 	prepend []string
 
+	// up is the MTA connection the session holds, between transactions
+	// too; tx is the transaction on it (nil before the first recipient
+	// that went to the MTA).
 	up      *upstream.Conn
-	upMail  bool // MAIL was accepted upstream for this transaction
-	txn     int  // transaction number within the session, for ids
+	tx      *upstream.Tx
+	txn     int // transaction number within the session, for ids
 	hdr     []byte
 	dropped [][2]int // header fields IGNOREd by header checks
 	// authFailures counts failed AUTH attempts in this session.
@@ -196,7 +198,7 @@ func (s *Session) helo(name string) error {
 	out := s.run.Helo(s.ctx, &s.client)
 	if d, ok := s.record(&out, policy.StageHelo); ok {
 		if !s.st.DelayReject {
-			return replyErr(d.Result.Reply)
+			return smtpError(d.Result.Reply)
 		}
 		s.heloRefusal = &d
 	}
@@ -262,8 +264,14 @@ func (s *Session) envAttrs() []any {
 	return a
 }
 
-func replyErr(r reply.Reply) *smtp.SMTPError {
+// smtpError is r as go-smtp writes it to the client.
+func smtpError(r reply.Reply) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
+}
+
+// replyOf is the reply e carries, as the logs show it (reply.String).
+func replyOf(e *smtp.SMTPError) reply.Reply {
+	return reply.New(e.Code, [3]int(e.EnhancedCode), e.Message)
 }
 
 // errInTransfer answers commands that arrive between BDAT chunks.
@@ -279,10 +287,8 @@ var errClosing = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7
 func (s *Session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.up != nil && s.upMail {
-		s.up.Reset()
-	}
-	s.upMail = false
+	s.tx.Reset() // an RSET owed to the MTA if a MAIL stands there
+	s.tx = nil
 	s.env = policy.Envelope{}
 	s.mailParams = nil
 	s.mailRefusal = nil
@@ -295,10 +301,7 @@ func (s *Session) Reset() {
 func (s *Session) Logout() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.up != nil {
-		s.up.Quit()
-		s.setUp(nil)
-	}
+	s.releaseUpstream()
 	s.peer.setBusy(false)
 	s.end()
 	return nil
@@ -372,7 +375,7 @@ func (s *Session) mail(from string, opts *smtp.MailOptions) error {
 		}
 		// A refused MAIL opens no transaction.
 		s.peer.setBusy(false)
-		return replyErr(d.Result.Reply)
+		return smtpError(d.Result.Reply)
 	}
 	return nil
 }
@@ -518,12 +521,12 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	for _, held := range []*policy.Decision{s.connRefusal, s.heloRefusal, s.mailRefusal} {
 		if held != nil {
 			s.logDecision(*held, "rcpt", to)
-			return replyErr(held.Result.Reply)
+			return smtpError(held.Result.Reply)
 		}
 	}
 	out := s.run.Rcpt(s.ctx, &s.client, &s.env, to)
 	if d, ok := s.record(&out, policy.StageRcpt, "rcpt", to); ok {
-		return replyErr(d.Result.Reply)
+		return smtpError(d.Result.Reply)
 	}
 	if err := s.rateLimit(to); err != nil {
 		return err
@@ -552,7 +555,7 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.env.Recipients = append(s.env.Recipients, to)
 	// The MTA's own words (RFC 3463 X.1.5 where it gave no enhanced code).
 	ok := fromUpstream(rep)
-	if rep.Enhanced[0] == 0 {
+	if !rep.HasEnhanced() {
 		ok.EnhancedCode = smtp.EnhancedCode{2, 1, 5}
 	}
 	return ok
@@ -563,25 +566,25 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // accepted the first recipient nothing of the transaction stands, so a
 // connection that turns out to be done (a 421, RFC 5321 §3.8; a temporary
 // refusal of MAIL where the MTA limits messages per connection; a reset)
-// is retired and the transaction tried once more on a fresh one.
-func (s *Session) forwardRcpt(to string, params []string) (*upstream.Reply, error) {
+// is retired and the transaction tried once more on a fresh one
+// (upstream.Tx.Retryable).
+func (s *Session) forwardRcpt(to string, params []string) (reply.Reply, error) {
 	if s.up != nil && s.up.Broken() {
 		s.dropUpstream()
 	}
-	if s.up != nil && !s.upMail && s.up.Spent() {
+	if s.up != nil && !s.tx.Open() && s.up.Spent() {
 		// upstream.pool.max_messages / max_age: a long session moves to a
 		// fresh MTA connection between transactions.
-		s.up.Quit()
-		s.setUp(nil)
+		s.releaseUpstream()
 	}
-	if !s.upMail && len(s.env.Recipients) > 0 {
+	if !s.tx.Open() && len(s.env.Recipients) > 0 {
 		// The MTA connection was lost after it accepted recipients: a new
 		// transaction would carry only the recipients from here on, and
 		// the message would be queued for fewer than the client was told.
-		return nil, errTransactionLost
+		return reply.Reply{}, errTransactionLost
 	}
 	for attempt := 0; ; attempt++ {
-		rep, retry, err := s.beginUpstream(to, params)
+		rep, retry, err := s.rcptUpstream(to, params)
 		if !retry || attempt > 0 {
 			return rep, err
 		}
@@ -597,47 +600,31 @@ func (s *Session) forwardRcpt(to string, params []string) (*upstream.Reply, erro
 	}
 }
 
-// beginUpstream sends MAIL (with the first RCPT) or a further RCPT,
-// dialling if need be. retry reports an outcome of MAIL and the first
-// RCPT that a fresh connection may not give.
-func (s *Session) beginUpstream(to string, params []string) (rep *upstream.Reply, retry bool, err error) {
+// rcptUpstream sends RCPT in the open transaction, or begins one (MAIL
+// with this first RCPT), dialling if need be. retry reports an outcome of
+// the beginning that a fresh connection may not give.
+func (s *Session) rcptUpstream(to string, params []string) (rep reply.Reply, retry bool, err error) {
 	if s.up == nil {
 		up, err := s.st.Dial(s.ctx, s.clientInfo())
 		if err != nil {
-			return nil, false, err
+			return reply.Reply{}, false, err
 		}
 		s.setUp(up)
 	}
 	if _, ok := s.up.Extension("SMTPUTF8"); !ok && (!isASCII(to) || !isASCII(s.upFrom)) {
 		// RFC 6531 §3.5: the MTA could not take this envelope.
-		return nil, false, errUTF8Unavailable
+		return reply.Reply{}, false, errUTF8Unavailable
 	}
-	params = s.upstreamParams(params)
-	if s.upMail {
-		rep, err := s.up.Rcpt(s.ctx, forwardForm(to), params)
-		return rep, false, err
+	if !s.tx.Open() {
+		s.tx = s.up.NewTx(s.upFrom, s.upstreamParams(s.mailParams))
 	}
-	reused := s.up.Reused()
-	mailRep, rcptRep, err := s.up.Begin(s.ctx, s.upFrom, s.upstreamParams(s.mailParams), forwardForm(to), params)
-	if err != nil {
-		var ue *upstream.Error
-		// Not after a timeout: the client would wait twice as long.
-		return nil, errors.As(err, &ue) && !ue.Timeout() && s.ctx.Err() == nil, err
-	}
-	if mailRep.Code/100 != 2 {
-		return mailRep, mailRep.Closing() || (reused && mailRep.Code/100 == 4), nil
-	}
-	s.upMail = true
-	if rcptRep.Closing() {
-		s.upMail = false
-		return rcptRep, true, nil
-	}
-	return rcptRep, false, nil
+	rep, err = s.tx.Rcpt(s.ctx, forwardForm(to), s.upstreamParams(params))
+	return rep, s.tx.Retryable(), err
 }
 
-// errTransactionLost answers a RCPT after the MTA connection that held the
-// transaction's earlier recipients went away.
-var errTransactionLost = &upstream.Error{Op: "rcpt", Err: errors.New("the MTA connection holding this transaction's recipients was lost")}
+// errTransactionLost answers a RCPT, or DATA, after the MTA connection
+// that held the transaction's earlier recipients went away.
+var errTransactionLost = fmt.Errorf("%w: it held this transaction's recipients", upstream.ErrLost)
 
 // dropUpstream closes the upstream connection; the transaction there is
 // gone with it.
@@ -646,21 +633,32 @@ func (s *Session) dropUpstream() {
 		s.up.Close()
 		s.setUp(nil)
 	}
-	s.upMail = false
+}
+
+// releaseUpstream ends the session's use of its MTA connection: back to
+// the pool when it can serve another client (upstream.Conn.Quit).
+func (s *Session) releaseUpstream() {
+	if s.up != nil {
+		s.up.Quit()
+		s.setUp(nil)
+	}
 }
 
 // abortUpstream drops the MTA connection in the middle of DATA, without
-// the final dot, so that the MTA queues nothing (upstream.Conn.Abort).
+// the final dot, so that the MTA queues nothing (upstream.Tx.Abort).
 func (s *Session) abortUpstream() {
-	s.up.Abort()
-	s.setUp(nil)
-	s.upMail = false
+	if s.tx != nil {
+		s.tx.Abort()
+	}
+	s.dropUpstream()
 }
 
 // setUp records the MTA connection the session holds (nil: none), and
-// tells the listener through the Peer.
+// tells the listener through the Peer. A transaction goes with the
+// connection it was on.
 func (s *Session) setUp(c *upstream.Conn) {
 	s.up = c
+	s.tx = nil
 	s.peer.upstream.Store(c != nil)
 }
 
@@ -684,46 +682,45 @@ func (s *Session) clientInfo() *upstream.ClientInfo {
 // accept what we have not handed on).
 func (s *Session) upstreamFailure(stage string, err error, attrs ...any) error {
 	s.dropUpstream()
-	reply, level, note := failureReply(err)
-	args := append([]any{"stage", stage, "check", "upstream", "reply", fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message), "error", err.Error()}, attrs...)
+	r, level, note := failureReply(err)
+	args := append([]any{"stage", stage, "check", "upstream", "reply", r.String(), "error", err.Error()}, attrs...)
 	if note != "" {
 		args = append(args, "note", note)
 	}
 	s.log.Log(s.ctx, level, "tempfail", append(args, s.envAttrs()...)...)
-	s.observe(stage, "upstream", reply.Code, false)
-	return reply
+	s.observe(stage, "upstream", r.Code, false)
+	return smtpError(r)
 }
 
 // failureReply is the reply, log level and note for a failure to talk to
-// the MTA, saying what went wrong as far as the client may know.
-func failureReply(err error) (*smtp.SMTPError, slog.Level, string) {
-	unavailable := func(enh smtp.EnhancedCode, what string) *smtp.SMTPError {
-		return &smtp.SMTPError{Code: 451, EnhancedCode: enh, Message: "Service temporarily unavailable: " + what + ", try again later"}
+// the MTA, saying what went wrong as far as the client may know
+// (upstream's kinds of failure, upstream.ErrUnavailable).
+func failureReply(err error) (reply.Reply, slog.Level, string) {
+	unavailable := func(enh [3]int, what string) reply.Reply {
+		return reply.New(451, enh, "Service temporarily unavailable: "+what+", try again later")
 	}
-	var ue *upstream.Error
-	isUE := errors.As(err, &ue)
 	note := ""
-	if isUE && ue.Op == "dot" {
+	if errors.Is(err, upstream.ErrOutcomeUnknown) {
 		// RFC 5321 §6.1 and RFC 1047: a duplicate beats a loss.
 		note = "after the final dot: the MTA may have the message, and the client's retry may deliver it twice"
 	}
 	switch {
-	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
+	case errors.Is(err, upstream.ErrLocalResources):
 		// Our own shortage, not the MTA's: say so (RFC 3463 4.3.0).
-		return unavailable(smtp.EnhancedCode{4, 3, 0}, "local resource shortage (out of file descriptors)"), slog.LevelError,
+		return unavailable([3]int{4, 3, 0}, "local resource shortage (out of file descriptors)"), slog.LevelError,
 			"out of file descriptors: raise the open-file limit or lower limits.max_connections"
 	case errors.Is(err, upstream.ErrIdentityRefused):
-		return unavailable(smtp.EnhancedCode{4, 3, 5}, "mail server refuses our XCLIENT/XFORWARD (configuration error)"), slog.LevelError,
+		return unavailable([3]int{4, 3, 5}, "mail server refuses our XCLIENT/XFORWARD (configuration error)"), slog.LevelError,
 			"the MTA does not authorise smtpgate for upstream.xclient; allow it there or set upstream.xclient: auto"
 	case errors.Is(err, upstream.ErrProtocol):
-		return unavailable(smtp.EnhancedCode{4, 4, 2}, "mail server sent an unexpected reply"), slog.LevelWarn, note
-	case !isUE || ue.Op == "dial" || ue.Op == "greeting":
-		return unavailable(smtp.EnhancedCode{4, 4, 1}, "mail server not reachable"), slog.LevelWarn, ""
+		return unavailable([3]int{4, 4, 2}, "mail server sent an unexpected reply"), slog.LevelWarn, note
+	case errors.Is(err, upstream.ErrTimeout):
+		return unavailable([3]int{4, 4, 1}, "mail server did not answer in time"), slog.LevelWarn, note
+	case errors.Is(err, upstream.ErrLost):
+		return unavailable([3]int{4, 4, 2}, "connection to mail server lost"), slog.LevelWarn, note
 	}
-	if ue.Timeout() {
-		return unavailable(smtp.EnhancedCode{4, 4, 1}, "mail server did not answer in time"), slog.LevelWarn, note
-	}
-	return unavailable(smtp.EnhancedCode{4, 4, 2}, "connection to mail server lost"), slog.LevelWarn, note
+	// upstream.ErrUnavailable, or a dial that failed before upstream.
+	return unavailable([3]int{4, 4, 1}, "mail server not reachable"), slog.LevelWarn, ""
 }
 
 // relay passes the MTA's refusal to the client. After a 421 the MTA has
@@ -731,7 +728,7 @@ func failureReply(err error) (*smtp.SMTPError, slog.Level, string) {
 // the client hears the 421 and is disconnected too, so that it retries
 // the whole message rather than going on with a session that has no
 // MTA behind it.
-func (s *Session) relay(r *upstream.Reply) error {
+func (s *Session) relay(r reply.Reply) error {
 	if r.Closing() {
 		s.dropUpstream()
 		s.peer.HangUpAfterReply()
@@ -741,22 +738,20 @@ func (s *Session) relay(r *upstream.Reply) error {
 
 // fromUpstream passes the MTA's reply to the client, its enhanced code on
 // every line (RFC 2034 §4); go-smtp writes it on the last line only.
-func fromUpstream(r *upstream.Reply) *smtp.SMTPError {
-	enh := smtp.EnhancedCode(r.Enhanced)
-	if c := r.Code / 100; r.Enhanced[0] == 0 && (c == 2 || c == 4 || c == 5) {
-		enh = smtp.EnhancedCode{c, 0, 0}
+func fromUpstream(r reply.Reply) *smtp.SMTPError {
+	if c := r.Code / 100; !r.HasEnhanced() && (c == 2 || c == 4 || c == 5) {
+		r.Enhanced = [3]int{c, 0, 0}
 	}
-	msg := r.Text()
-	if len(r.Lines) > 1 && enh[0] > 0 {
-		prefix := fmt.Sprintf("%d.%d.%d ", enh[0], enh[1], enh[2])
+	if lines := r.Lines(); len(lines) > 1 && r.HasEnhanced() {
+		prefix := r.EnhancedString() + " "
 		var b strings.Builder
-		for _, l := range r.Lines[:len(r.Lines)-1] {
+		for _, l := range lines[:len(lines)-1] {
 			b.WriteString(prefix + l + "\n")
 		}
-		b.WriteString(r.Lines[len(r.Lines)-1])
-		msg = b.String()
+		b.WriteString(lines[len(lines)-1])
+		r.Text = b.String()
 	}
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enh, Message: msg}
+	return smtpError(r)
 }
 
 // queuedAsRe finds the queue id in the MTA's reply to the final dot:
@@ -764,8 +759,8 @@ func fromUpstream(r *upstream.Reply) *smtp.SMTPError {
 // accepted for delivery".
 var queuedAsRe = regexp.MustCompile(`(?i)queued as ([0-9A-Za-z]+)|\bid=([0-9A-Za-z-]+)|^([0-9a-f]{8,16}) Message accepted`)
 
-func queueID(r *upstream.Reply) string {
-	if m := queuedAsRe.FindStringSubmatch(r.Text()); m != nil {
+func queueID(r reply.Reply) string {
+	if m := queuedAsRe.FindStringSubmatch(r.Text); m != nil {
 		return m[1] + m[2] + m[3]
 	}
 	return ""

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/reply"
 )
 
 // limitedMTA is a small in-process MTA that serves any number of
@@ -122,7 +124,7 @@ func (m *limitedMTA) serve(nc net.Conn) {
 }
 
 // send runs one client session's transaction through p.
-func sendThrough(t *testing.T, p *Pool) (mail, rcpt, dot *Reply) {
+func sendThrough(t *testing.T, p *Pool) (mail, rcpt, dot *reply.Reply) {
 	t.Helper()
 	ctx := context.Background()
 	c, err := p.Get(ctx, nil)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/reply"
 )
 
 // Replies that do not fit the command (RFC 5321 §4.3.2) break the
@@ -17,7 +19,7 @@ func TestRepliesOutOfTurn(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		script func(m *fakeMTA)
-		call   func(c *Conn) (*Reply, error)
+		call   func(c *Conn) (*reply.Reply, error)
 		op     string
 	}{
 		{"250 to DATA", func(m *fakeMTA) {
@@ -25,7 +27,7 @@ func TestRepliesOutOfTurn(t *testing.T) {
 			m.expect("DATA")
 			m.send("250 2.0.0 Ok")
 			m.hang()
-		}, func(c *Conn) (*Reply, error) {
+		}, func(c *Conn) (*reply.Reply, error) {
 			rep, _, err := c.Data(ctx)
 			return rep, err
 		}, "data"},
@@ -35,7 +37,7 @@ func TestRepliesOutOfTurn(t *testing.T) {
 			m.expect("RCPT TO:<b@example.net>")
 			m.send("250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok")
 			m.hang()
-		}, func(c *Conn) (*Reply, error) {
+		}, func(c *Conn) (*reply.Reply, error) {
 			if _, _, err := c.Begin(ctx, "a@example.com", nil, "b@example.net", nil); err != nil {
 				return nil, err
 			}
@@ -49,7 +51,7 @@ func TestRepliesOutOfTurn(t *testing.T) {
 			m.data()
 			m.send("354 go ahead")
 			m.hang()
-		}, func(c *Conn) (*Reply, error) {
+		}, func(c *Conn) (*reply.Reply, error) {
 			_, w, err := c.Data(ctx)
 			if err != nil {
 				return nil, err
@@ -64,7 +66,7 @@ func TestRepliesOutOfTurn(t *testing.T) {
 			m.data()
 			m.send("250 2.1.5 stale", "550 5.7.1 content rejected")
 			m.hang()
-		}, func(c *Conn) (*Reply, error) {
+		}, func(c *Conn) (*reply.Reply, error) {
 			_, w, err := c.Data(ctx)
 			if err != nil {
 				return nil, err
@@ -77,7 +79,7 @@ func TestRepliesOutOfTurn(t *testing.T) {
 			m.expect("RCPT TO:<x@example.com>")
 			m.send("354 go ahead")
 			m.hang()
-		}, func(c *Conn) (*Reply, error) {
+		}, func(c *Conn) (*reply.Reply, error) {
 			return c.Rcpt(ctx, "x@example.com", nil)
 		}, "rcpt"},
 	} {
@@ -182,8 +184,8 @@ func TestReplyTextCutAndSanitised(t *testing.T) {
 			if err != nil {
 				t.Fatalf("End: %v", err)
 			}
-			if rep.Code != tc.code || rep.Enhanced != tc.enhanced || rep.Text() != tc.text {
-				t.Errorf("End = %d %v %q, want %d %v %q", rep.Code, rep.Enhanced, rep.Text(), tc.code, tc.enhanced, tc.text)
+			if rep.Code != tc.code || rep.Enhanced != tc.enhanced || rep.Text != tc.text {
+				t.Errorf("End = %d %v %q, want %d %v %q", rep.Code, rep.Enhanced, rep.Text, tc.code, tc.enhanced, tc.text)
 			}
 			if c.Broken() {
 				t.Error("Conn broken by a long reply line")

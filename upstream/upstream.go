@@ -1,7 +1,11 @@
 // Package upstream is the client side towards the real MTA: dial, EHLO,
 // XCLIENT/XFORWARD, MAIL/RCPT/DATA/RSET/QUIT, with the MTA's replies
-// returned as values so that the session can hand them to the client
-// unchanged.
+// returned as values (reply.Reply) so that the session can hand them to
+// the client unchanged. A Tx is one mail transaction on a Conn (Rcpt,
+// Data, Commit, Abort), driven by the session in step with the client;
+// a Pool keeps connections between client sessions. A failure to talk to
+// the MTA is an *Error of one kind (ErrUnavailable, ErrTimeout, ErrLost,
+// ErrProtocol, ErrIdentityRefused), told apart with errors.Is.
 //
 // upstream knows nothing of policy. It pipelines where the MTA offers
 // PIPELINING (RFC 2920) and never buffers a message: DATA is written
@@ -18,34 +22,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/smtpgate/smtpgate/reply"
 )
-
-// Reply is an SMTP reply from the MTA.
-type Reply struct {
-	Code int
-	// Enhanced is the RFC 3463 code from the last line, zero if absent.
-	Enhanced [3]int
-	// Lines is the text of each line without code and enhanced code.
-	Lines []string
-}
-
-// Text joins the reply's lines.
-func (r *Reply) Text() string { return strings.Join(r.Lines, "\n") }
-
-func (r *Reply) String() string {
-	if r.Enhanced[0] != 0 {
-		return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], strings.Join(r.Lines, " / "))
-	}
-	return fmt.Sprintf("%d %s", r.Code, strings.Join(r.Lines, " / "))
-}
-
-// Positive reports a 2xx or 3xx reply.
-func (r *Reply) Positive() bool { return r.Code >= 200 && r.Code < 400 }
-
-// Closing reports a 421: the MTA is closing the connection (RFC 5321
-// §3.8), whatever command it answered.
-func (r *Reply) Closing() bool { return r.Code == 421 }
 
 // ErrProtocol is wrapped by an *Error when the MTA answered out of turn or
 // with a reply that does not fit the command (RFC 5321 §4.2, §4.3.2): the
@@ -56,6 +37,20 @@ var ErrProtocol = errors.New("MTA broke the SMTP protocol")
 // ErrIdentityRefused is wrapped by an *Error when the MTA refused XCLIENT
 // or XFORWARD and Options.XClient asks for that one explicitly.
 var ErrIdentityRefused = errors.New("MTA refused to learn the client's identity")
+
+// The kinds of failure an *Error is (errors.Is), for the reply the client
+// gets: the MTA could not be reached (ErrUnavailable), did not answer in
+// time once connected (ErrTimeout), or the connection failed later
+// (ErrLost); ErrProtocol and ErrIdentityRefused above; we ran out of file
+// descriptors (ErrLocalResources). ErrOutcomeUnknown marks a failure at
+// the final dot: the MTA got the whole message and may have queued it.
+var (
+	ErrUnavailable    = errors.New("MTA not reachable")
+	ErrTimeout        = errors.New("MTA did not answer in time")
+	ErrLost           = errors.New("MTA connection lost")
+	ErrLocalResources = errors.New("out of file descriptors")
+	ErrOutcomeUnknown = errors.New("MTA may have the message")
+)
 
 // Error is a failure to talk to the MTA at all (refused, timed out, the
 // connection dropped): the caller answers the client with a 4xx.
@@ -72,6 +67,28 @@ func (e *Error) Timeout() bool {
 	var ne net.Error
 	return errors.As(e.Err, &ne) && ne.Timeout() || errors.Is(e.Err, context.DeadlineExceeded)
 }
+
+// Is tells which kind of failure e is (see ErrUnavailable). Exactly one
+// of ErrUnavailable, ErrTimeout, ErrLost, ErrProtocol and
+// ErrIdentityRefused holds for every *Error.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrUnavailable:
+		return e.unreachable() && !errors.Is(e.Err, ErrProtocol)
+	case ErrTimeout:
+		return !e.unreachable() && e.Timeout()
+	case ErrLost:
+		return !e.unreachable() && !e.Timeout() && !errors.Is(e.Err, ErrProtocol) && !errors.Is(e.Err, ErrIdentityRefused)
+	case ErrLocalResources:
+		return errors.Is(e.Err, syscall.EMFILE) || errors.Is(e.Err, syscall.ENFILE)
+	case ErrOutcomeUnknown:
+		return e.Op == "dot"
+	}
+	return false
+}
+
+// unreachable reports a failure before the MTA greeted us.
+func (e *Error) unreachable() bool { return e.Op == "dial" || e.Op == "greeting" }
 
 // ClientInfo is what XCLIENT/XFORWARD tell the MTA about the real client.
 type ClientInfo struct {
@@ -121,6 +138,8 @@ type Identity struct {
 }
 
 // Conn is one connection to the MTA. It is not safe for concurrent use.
+// Its command methods (Begin, Rcpt, Data, End, Abort, Reset) are the wire
+// level; a Tx (NewTx) drives them as one transaction and knows its state.
 type Conn struct {
 	nc   net.Conn
 	r    *bufio.Reader
@@ -241,7 +260,7 @@ func (c *Conn) handshake(ctx context.Context, client *ClientInfo) error {
 
 // reportIdentity tells Options.OnIdentity how the client is presented
 // now; refused is the command the MTA refused, with its reply.
-func (c *Conn) reportIdentity(refused string, rep *Reply) {
+func (c *Conn) reportIdentity(refused string, rep *reply.Reply) {
 	if c.opts.OnIdentity == nil {
 		return
 	}
@@ -256,7 +275,7 @@ func (c *Conn) reportIdentity(refused string, rep *Reply) {
 // auto mode the connection falls back (XFORWARD if the MTA offers it and
 // XCLIENT was refused, else nothing) and goes on; a mode that names the
 // command gives the connection up, loudly.
-func (c *Conn) identityRefused(verb string, rep *Reply) error {
+func (c *Conn) identityRefused(verb string, rep *reply.Reply) error {
 	if c.opts.XClient != "auto" {
 		c.broken = true
 		if c.opts.OnIdentity != nil {
@@ -305,7 +324,7 @@ func (c *Conn) ehlo(ctx context.Context, name string) error {
 		return &Error{Op: "ehlo", Err: fmt.Errorf("MTA refused EHLO: %s", rep)}
 	}
 	c.ext = map[string]string{}
-	for _, l := range rep.Lines[1:] {
+	for _, l := range rep.Lines()[1:] {
 		kw, params, _ := strings.Cut(l, " ")
 		c.ext[strings.ToUpper(kw)] = params
 	}
@@ -460,7 +479,7 @@ func (c *Conn) quiet(op string) error {
 // readReply reads a (multi-line) reply. A 421 leaves the connection
 // broken: the MTA is closing it (RFC 5321 §3.8). Only DATA may be
 // answered with 3xx (§4.3.2); a 3xx to anything else is a protocol error.
-func (c *Conn) readReply(op string) (*Reply, error) {
+func (c *Conn) readReply(op string) (*reply.Reply, error) {
 	rep, err := c.readReplyLines(op)
 	if err == nil {
 		switch {
@@ -505,8 +524,9 @@ func (c *Conn) readLine() ([]byte, error) {
 	return bytes.TrimRight(line, "\r\n"), nil
 }
 
-func (c *Conn) readReplyLines(op string) (*Reply, error) {
-	rep := &Reply{}
+func (c *Conn) readReplyLines(op string) (*reply.Reply, error) {
+	rep := &reply.Reply{}
+	var lines []string
 	for {
 		line, err := c.readLine()
 		if err != nil {
@@ -528,18 +548,18 @@ func (c *Conn) readReplyLines(op string) (*Reply, error) {
 		if len(line) > 4 {
 			text = sanitizeReply(line[4:min(len(line), 4+maxReplyLineText)])
 		}
-		if last {
-			if e, rest, ok := parseEnhanced(text, code); ok {
+		if e, rest, ok := reply.SplitEnhanced(text, code); ok {
+			// The enhanced code of the last line is the reply's.
+			if last {
 				rep.Enhanced = e
-				text = rest
 			}
-		} else if _, rest, ok := parseEnhanced(text, code); ok {
 			text = rest
 		}
-		if len(rep.Lines) < maxReplyLines || last {
-			rep.Lines = append(rep.Lines, text)
+		if len(lines) < maxReplyLines || last {
+			lines = append(lines, text)
 		}
 		if last {
+			rep.Text = strings.Join(lines, "\n")
 			return rep, nil
 		}
 	}
@@ -560,27 +580,6 @@ func sanitizeReply(b []byte) string {
 		out[i] = ch
 	}
 	return string(out)
-}
-
-// parseEnhanced splits "5.1.1 text" when the class matches the code.
-func parseEnhanced(s string, code int) ([3]int, string, bool) {
-	var e [3]int
-	head, rest, _ := strings.Cut(s, " ")
-	parts := strings.Split(head, ".")
-	if len(parts) != 3 {
-		return e, s, false
-	}
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n > 999 || len(p) > 3 {
-			return e, s, false
-		}
-		e[i] = n
-	}
-	if e[0] != code/100 {
-		return e, s, false
-	}
-	return e, rest, true
 }
 
 // Broken reports whether the connection can no longer be used.
@@ -628,13 +627,13 @@ func (c *Conn) expect250(cmd string) error {
 
 // Mail starts a transaction. params are the ESMTP parameters to pass on
 // (SIZE=, BODY=, SMTPUTF8), already formatted.
-func (c *Conn) Mail(ctx context.Context, from string, params []string) (*Reply, error) {
+func (c *Conn) Mail(ctx context.Context, from string, params []string) (*reply.Reply, error) {
 	rep, _, err := c.Begin(ctx, from, params, "", nil)
 	return rep, err
 }
 
 // Rcpt adds a recipient.
-func (c *Conn) Rcpt(ctx context.Context, to string, params []string) (*Reply, error) {
+func (c *Conn) Rcpt(ctx context.Context, to string, params []string) (*reply.Reply, error) {
 	line := "RCPT TO:<" + to + ">"
 	for _, p := range params {
 		line += " " + p
@@ -650,7 +649,7 @@ func (c *Conn) Rcpt(ctx context.Context, to string, params []string) (*Reply, er
 // write, so a transaction costs one round trip before DATA; otherwise one
 // command at a time, as RFC 5321 requires. rcptRep is nil when MAIL was
 // refused.
-func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to string, rcptParams []string) (mailRep, rcptRep *Reply, err error) {
+func (c *Conn) Begin(ctx context.Context, from string, mailParams []string, to string, rcptParams []string) (mailRep, rcptRep *reply.Reply, err error) {
 	if err := c.quiet("mail"); err != nil {
 		return nil, nil, err
 	}
@@ -730,7 +729,7 @@ func writeCmd(w *bufio.Writer, verb, addr string, params []string) {
 
 // Data sends DATA. On a 354 it returns a writer that dot-stuffs what it is
 // given, which must be CRLF-terminated lines; finish with End or Abort.
-func (c *Conn) Data(ctx context.Context) (*Reply, io.Writer, error) {
+func (c *Conn) Data(ctx context.Context) (*reply.Reply, io.Writer, error) {
 	if err := c.cmd(ctx, "data", "DATA"); err != nil {
 		return nil, nil, err
 	}
@@ -759,7 +758,7 @@ func (c *Conn) Data(ctx context.Context) (*Reply, io.Writer, error) {
 }
 
 // End sends the final dot and returns the MTA's verdict on the message.
-func (c *Conn) End(ctx context.Context) (*Reply, error) {
+func (c *Conn) End(ctx context.Context) (*reply.Reply, error) {
 	if c.dw.err != nil {
 		return nil, c.dw.err
 	}
@@ -897,7 +896,7 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 // Probe asks the MTA whether it would accept rcpt: MAIL FROM:<> (so that
 // nothing could ever bounce), RCPT, then RSET and QUIT. The MTA's RCPT
 // reply is returned.
-func Probe(ctx context.Context, addr string, opts Options, rcpt string) (*Reply, error) {
+func Probe(ctx context.Context, addr string, opts Options, rcpt string) (*reply.Reply, error) {
 	c, err := Dial(ctx, addr, opts, nil)
 	if err != nil {
 		return nil, err

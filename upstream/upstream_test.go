@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/reply"
 )
 
 // fakeMTA is one scripted MTA connection: the script reads what the Conn
@@ -402,7 +404,7 @@ func TestBeginMailRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if mail.Code != 553 || mail.Enhanced != [3]int{5, 7, 1} || mail.Text() != "<spam@example.com>: Sender address rejected" {
+			if mail.Code != 553 || mail.Enhanced != [3]int{5, 7, 1} || mail.Text != "<spam@example.com>: Sender address rejected" {
 				t.Errorf("mail reply = %v", mail)
 			}
 			if rcpt != nil {
@@ -540,8 +542,8 @@ func TestReplyParsing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rep.Code != tc.code || rep.Enhanced != tc.enhanced || strings.Join(rep.Lines, "|") != strings.Join(tc.lines, "|") {
-				t.Errorf("reply = %d %v %q, want %d %v %q", rep.Code, rep.Enhanced, rep.Lines, tc.code, tc.enhanced, tc.lines)
+			if rep.Code != tc.code || rep.Enhanced != tc.enhanced || strings.Join(rep.Lines(), "|") != strings.Join(tc.lines, "|") {
+				t.Errorf("reply = %d %v %q, want %d %v %q", rep.Code, rep.Enhanced, rep.Lines(), tc.code, tc.enhanced, tc.lines)
 			}
 		})
 	}
@@ -637,7 +639,7 @@ func TestDotStuffing(t *testing.T) {
 				}
 			}
 			rep, err = c.End(ctx)
-			if err != nil || rep.Code != 250 || rep.Enhanced != [3]int{2, 0, 0} || rep.Text() != "Ok: queued as 3XyZ" {
+			if err != nil || rep.Code != 250 || rep.Enhanced != [3]int{2, 0, 0} || rep.Text != "Ok: queued as 3XyZ" {
 				t.Fatalf("End = %v, %v", rep, err)
 			}
 			if wire := <-got; wire != tc.wire {
@@ -717,7 +719,7 @@ func TestEndRefused(t *testing.T) {
 	}
 	io.WriteString(w, "Subject: x\r\n\r\nbody\r\n")
 	rep, err := c.End(ctx)
-	if err != nil || rep.Code != 550 || rep.Enhanced != [3]int{5, 7, 1} || rep.Text() != "Message content rejected\nsee https://example.com/why" {
+	if err != nil || rep.Code != 550 || rep.Enhanced != [3]int{5, 7, 1} || rep.Text != "Message content rejected\nsee https://example.com/why" {
 		t.Fatalf("End = %v, %v", rep, err)
 	}
 }
@@ -968,14 +970,14 @@ func TestXtext(t *testing.T) {
 }
 
 func TestReplyString(t *testing.T) {
-	r := &Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Lines: []string{"a", "b"}}
+	r := &reply.Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Text: "a\nb"}
 	if got := r.String(); got != "550 5.1.1 a / b" {
 		t.Errorf("String = %q", got)
 	}
-	if r.Text() != "a\nb" || r.Positive() {
-		t.Errorf("Text = %q, Positive = %v", r.Text(), r.Positive())
+	if r.Text != "a\nb" || r.Positive() {
+		t.Errorf("Text = %q, Positive = %v", r.Text, r.Positive())
 	}
-	r = &Reply{Code: 354, Lines: []string{"go"}}
+	r = &reply.Reply{Code: 354, Text: "go"}
 	if got := r.String(); got != "354 go" || !r.Positive() {
 		t.Errorf("String = %q, Positive = %v", got, r.Positive())
 	}
