@@ -90,12 +90,10 @@ fmt-check: go-present
 
 # The test command: the README and CI (.ci/run) run exactly `make test`.
 # The vendored go-smtp is a module of its own, so ./... leaves it out: its
-# tests (with those of our patches, PATCHES.md) run here too. Its upstream
-# TestServerAcceptErrorHandling races s.Close against the listener's
-# permanent error (about 1 run in 40 under -race), unrelated to our patches.
+# tests (with those of our patches, PATCHES.md) run here too.
 test: deps vet fmt-check
 	$(GO) test -race -count=1 ./...
-	cd third_party/go-smtp && $(GO) test -race -count=1 -skip 'TestServerAcceptErrorHandling$$' ./...
+	cd third_party/go-smtp && $(GO) test -race -count=1 ./...
 
 demo: deps build
 	bash integration/demo.sh
