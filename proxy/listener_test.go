@@ -23,10 +23,26 @@ import (
 // (354 to DATA), PIPELINING and the extra EHLO keywords, XCLIENT refused
 // as Postfix refuses a host it does not authorise when refuseXCLIENT is
 // set; queued counts the messages it took (the final dot answered 250).
+// open counts the connections it has (one ends at QUIT, before the 221,
+// or when the client goes), maxOpen the most it had at once.
 type lineMTA struct {
 	ehlo          []string
 	refuseXCLIENT bool
 	queued        atomic.Int32
+	open, maxOpen atomic.Int32
+}
+
+// opened counts a new connection; the func it returns uncounts it, once.
+func (m *lineMTA) opened() func() {
+	n := m.open.Add(1)
+	for {
+		max := m.maxOpen.Load()
+		if n <= max || m.maxOpen.CompareAndSwap(max, n) {
+			break
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { m.open.Add(-1) }) }
 }
 
 func startLineMTA(t *testing.T, m *lineMTA) string {
@@ -47,7 +63,9 @@ func startLineMTA(t *testing.T, m *lineMTA) string {
 			if err != nil {
 				return
 			}
+			closed := m.opened()
 			go func() {
+				defer closed()
 				defer c.Close()
 				r := bufio.NewReader(c)
 				fmt.Fprintf(c, "220 mta.test ESMTP\r\n")
@@ -73,6 +91,7 @@ func startLineMTA(t *testing.T, m *lineMTA) string {
 						data = true
 						fmt.Fprintf(c, "354 go ahead\r\n")
 					case strings.HasPrefix(cmd, "QUIT"):
+						closed()
 						fmt.Fprintf(c, "221 bye\r\n")
 						return
 					default:

@@ -175,7 +175,14 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 	}
 	var prober verify.RecipientProber
 	if cfg.Recipients.Verify == "upstream" {
-		prober = probeFunc(func(ctx context.Context, rcpt string) (verify.ProbeResult, error) {
+		prober = probeFunc(func(ctx context.Context, client netip.Addr, rcpt string) (verify.ProbeResult, error) {
+			// A probe holds an MTA connection of its own: it takes a
+			// slot of upstream.max_connections while it does.
+			release, err := s.upLim.probe(client)
+			if err != nil {
+				return verify.ProbeResult{}, err
+			}
+			defer release()
 			rep, err := upstream.Probe(ctx, addr, uo, rcpt)
 			if err != nil {
 				return verify.ProbeResult{}, err
@@ -310,10 +317,10 @@ func ownIPs(cfg *config.Config) []netip.Addr {
 	return ips
 }
 
-type probeFunc func(ctx context.Context, rcpt string) (verify.ProbeResult, error)
+type probeFunc func(ctx context.Context, client netip.Addr, rcpt string) (verify.ProbeResult, error)
 
-func (f probeFunc) ProbeRecipient(ctx context.Context, rcpt string) (verify.ProbeResult, error) {
-	return f(ctx, rcpt)
+func (f probeFunc) ProbeRecipient(ctx context.Context, client netip.Addr, rcpt string) (verify.ProbeResult, error) {
+	return f(ctx, client, rcpt)
 }
 
 // Listen opens every configured listener.

@@ -2,9 +2,13 @@ package verify
 
 import (
 	"context"
+	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/smtpgate/smtpgate/reply"
 )
 
 // UnknownRecipientName is the config and log name of the recipient
@@ -26,9 +30,13 @@ type ProbeResult struct {
 
 // RecipientProber asks the MTA whether it would take a recipient: RCPT
 // with the null sender on a connection of its own, then RSET (Postfix's
-// ADDRESS_VERIFICATION_README does the same towards other MTAs).
+// ADDRESS_VERIFICATION_README does the same towards other MTAs). client
+// is the address of the client the probe is made for: its MTA connection
+// counts in that client's share (upstream.max_connections_per_ip). An
+// error with a Reply method (a cap of ours refused the probe) is that
+// reply to the RCPT.
 type RecipientProber interface {
-	ProbeRecipient(ctx context.Context, rcpt string) (ProbeResult, error)
+	ProbeRecipient(ctx context.Context, client netip.Addr, rcpt string) (ProbeResult, error)
 }
 
 // UnknownRecipient refuses recipients in our domains that do not exist,
@@ -95,7 +103,12 @@ func (u *UnknownRecipient) CheckRcpt(ctx context.Context, c *Client, env *Envelo
 	if pr, ok := u.cache.get(key); ok {
 		return u.probeVerdict(rcpt, pr, unknown, "cached probe: ")
 	}
-	pr, err := u.prober.ProbeRecipient(ctx, rcpt)
+	pr, err := u.prober.ProbeRecipient(ctx, c.Addr, rcpt)
+	var refused interface{ Reply() reply.Reply }
+	if errors.As(err, &refused) {
+		r := refused.Reply()
+		return Rejected(Reply{r.Code, r.Enhanced, r.Text}, "probe not made: "+err.Error())
+	}
 	if err != nil {
 		return Rejected(Reply{450, [3]int{4, 1, 1}, "<" + rcpt + ">: Recipient address rejected: unverified address: mail server unreachable"}, "probe failed: "+err.Error())
 	}
