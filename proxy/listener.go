@@ -11,9 +11,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"golang.org/x/time/rate"
 
 	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/reply"
 	"github.com/smtpgate/smtpgate/session"
 )
 
@@ -402,6 +404,63 @@ func (c *peerConn) hangUp() {
 // plain text, and no channel left for a reply).
 func (c *peerConn) TLSHandshakeFailed(err error) {
 	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "starttls", "check", "tls_handshake", "reply", "none, connection closed", "evidence", err.Error())
+}
+
+// logRefusal logs a refusal go-smtp decided on its own, without the
+// session (an unparsable or unknown command, a command out of sequence,
+// an unknown MAIL or RCPT parameter, a read timeout...), once, as the
+// session logs its own decisions. A reply that was not written is not
+// logged: the guard put its own in its place (and logged that), or the
+// client is gone.
+func (s *Server) logRefusal(c *smtp.Conn, r smtp.Refusal, err error) {
+	if err != nil {
+		return
+	}
+	pc := peerConnOf(c.Conn())
+	if pc == nil {
+		return
+	}
+	if r.Reason == smtp.ReasonIdleTimeout && pc.idleLogged.Load() {
+		return // logged as transaction_idle_timeout
+	}
+	stage := refusalStage(r.Command)
+	rep := reply.New(r.Code, [3]int(r.EnhancedCode), r.Message)
+	s.met.Decision(stage, r.Reason, r.Code, false)
+	s.Logger.Info("reject", "session", pc.peer.ID, "client", pc.peer.Addr.Addr().Unmap().String(), "stage", stage, "check", r.Reason, "reply", rep.String(), "command", r.Command)
+}
+
+// refusalStage is the stage a log names for a command go-smtp refused.
+func refusalStage(cmd string) string {
+	switch cmd {
+	case "HELO", "EHLO", "LHLO":
+		return "helo"
+	case "MAIL":
+		return "mail"
+	case "RCPT":
+		return "rcpt"
+	case "DATA", "BDAT":
+		return "data"
+	case "AUTH":
+		return "auth"
+	case "STARTTLS":
+		return "starttls"
+	}
+	return "session"
+}
+
+// peerConnOf finds our connection under the TLS layer STARTTLS puts on
+// top of it.
+func peerConnOf(nc net.Conn) *peerConn {
+	for {
+		switch c := nc.(type) {
+		case *peerConn:
+			return c
+		case *tls.Conn:
+			nc = c.NetConn()
+		default:
+			return nil
+		}
+	}
 }
 
 // SetReadDeadline is how go-smtp waits for the next command (and the
