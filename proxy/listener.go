@@ -460,13 +460,13 @@ func (c *peerConn) TLSHandshakeFailed(err error) {
 	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "starttls", "check", "tls_handshake", "reply", "none, connection closed", "evidence", err.Error())
 }
 
-// logRefusal logs a refusal go-smtp decided on its own, without the
+// logSMTPRefusal logs a refusal go-smtp decided on its own, without the
 // session (an unparsable or unknown command, a command out of sequence,
 // an unknown MAIL or RCPT parameter, a read timeout...), once, as the
 // session logs its own decisions. A reply that was not written is not
 // logged: the guard put its own in its place (and logged that), or the
 // client is gone.
-func (s *Server) logRefusal(c *smtp.Conn, r smtp.Refusal, err error) {
+func (s *Server) logSMTPRefusal(c *smtp.Conn, r smtp.Refusal, err error) {
 	if err != nil {
 		return
 	}

@@ -372,7 +372,7 @@ func (s *Server) newSMTPServer(l config.Listener) *smtp.Server {
 	// listen[].auth.allow_insecure) and answers 538 5.7.11 itself.
 	srv.AllowInsecureAuth = true
 	srv.ErrorLog = log.New(slogWriter{s.Logger}, "", 0)
-	srv.OnRefusal = s.logRefusal
+	srv.OnRefusal = s.logSMTPRefusal
 	if l.TLS == "starttls" {
 		srv.TLSConfig = s.tlsConfig()
 	}
