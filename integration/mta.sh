@@ -13,46 +13,139 @@
 # (maildir); other recipients in DOMAIN are refused at RCPT with the MTA's
 # own 5xx. Every MTA offers DSN. MTA_MAX_PER_CONN, when set, is the MTA's
 # limit of messages per SMTP connection (Exim smtp_accept_max_per_connection,
-# OpenSMTPD smtp limit max-mails; Postfix has none).
+# OpenSMTPD smtp limit max-mails; Postfix has none). MTA_MAX_CONNS, when
+# set, is Exim's smtp_accept_max (its limit of simultaneous connections,
+# default 20).
 #
-# Exim and OpenSMTPD run in a private mount namespace (unshare -m) where a
-# copy of /etc/passwd and /etc/group has the users they want (Debian-exim;
-# opensmtpd, opensmtpq) and OpenSMTPD's hard-coded /var/spool/smtpd,
-# /var/lib/opensmtpd/empty, /run and /usr/libexec/opensmtpd are bind mounts
-# of directories under DIR: nothing outside DIR is changed.
+#   mta.sh fetch [exim|opensmtpd...]   (make deps: the packages, up front)
+#
+# The packages are kept in a cache, ${XDG_CACHE_HOME:-$HOME/.cache}/smtpgate/debs
+# (SMTPGATE_DEB_CACHE overrides it), one file per package and version: a
+# cached .deb is used when it is the version apt would fetch and dpkg-deb
+# reads it, so later runs need no package download.
+#
+# Exim finds the user its binary names (Debian-exim) through nss_wrapper
+# (LD_PRELOAD, from Debian's libnss-wrapper, fetched the same way) in
+# copies of /etc/passwd and /etc/group under DIR. OpenSMTPD hard-codes
+# /var/spool/smtpd, its chroot /var/lib/opensmtpd/empty, /var/run/smtpd.sock
+# and /usr/libexec/opensmtpd, and no option moves them: it runs in a
+# private mount namespace (unshare -m) where those and /etc/passwd and
+# /etc/group are bind mounts of files and directories under DIR. Nothing
+# outside DIR (and the cache) is changed. unshare -m needs CAP_SYS_ADMIN:
+# without it (and for Exim and OpenSMTPD without root) start exits 77
+# with the reason, and the tests skip that MTA.
 set -eu
 
-usage() { echo "usage: $0 start postfix|exim|opensmtpd DIR PORT [DOMAIN [USERS...]] | stop DIR | version KIND DIR" >&2; exit 2; }
-[ $# -ge 2 ] || usage
+usage() { echo "usage: $0 start postfix|exim|opensmtpd DIR PORT [DOMAIN [USERS...]] | stop DIR | version KIND DIR | fetch [KIND...]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
 cmd=$1
 here=$(cd "$(dirname "$0")" && pwd)
 
-# fetch KIND DIR: the packages' files, unpacked under DIR/root.
-fetch() {
-	local kind=$1 dir=$2 pkgs
-	case $kind in
-	exim) pkgs="exim4-base exim4-daemon-light libidn12" ;;
-	opensmtpd) pkgs="opensmtpd" ;;
+# The exit status that tells the tests to skip an MTA this machine cannot run.
+SKIP=77
+
+packages() {
+	case $1 in
+	exim) echo "exim4-base exim4-daemon-light libidn12 libnss-wrapper" ;;
+	opensmtpd) echo "opensmtpd" ;;
+	*) usage ;;
 	esac
-	[ -e "$dir/root/.$kind" ] && return 0
-	mkdir -p "$dir/debs" "$dir/root"
-	# apt-get download writes to the current directory; as root it warns
-	# that the _apt user cannot write there, which is harmless.
-	if ! (cd "$dir/debs" && apt-get download $pkgs) >"$dir/debs/apt.log" 2>&1; then
-		# Package lists missing or stale (a fresh CI machine): refresh once.
-		apt-get update >>"$dir/debs/apt.log" 2>&1 || true
-		if ! (cd "$dir/debs" && apt-get download $pkgs) >>"$dir/debs/apt.log" 2>&1; then
-			echo "apt-get download $pkgs failed:" >&2
-			tail -20 "$dir/debs/apt.log" >&2
-			exit 1
+}
+
+cache=${SMTPGATE_DEB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smtpgate/debs}
+versions=
+
+# candidates PKG...: "PKG VERSION" for each package, the version apt would
+# fetch (from the local package lists, no download; one apt-cache run).
+candidates() {
+	apt-cache show --no-all-versions "$@" 2>/dev/null | awk '/^Package: /{p=$2} /^Version: /{print p, $2}'
+}
+
+# candidate PKG: its version from $versions (candidates' output).
+candidate() {
+	echo "$versions" | awk -v p="$1" '$1 == p {print $2; exit}'
+}
+
+# valid FILE PKG VERSION: FILE is a .deb of PKG at VERSION that dpkg-deb
+# reads to the end (its control and its whole data archive).
+valid() {
+	[ -s "$1" ] && [ "$(dpkg-deb -f "$1" Package Version 2>/dev/null)" = "$(printf 'Package: %s\nVersion: %s' "$2" "$3")" ] &&
+		dpkg-deb --fsys-tarfile "$1" >/dev/null 2>&1
+}
+
+# cached PKG: prints the cache's .deb of PKG at the candidate version,
+# downloading it when it is missing or does not read. Without package
+# lists (a fresh machine) they are refreshed once, and failing that a
+# valid cached version of PKG is used.
+cached() {
+	local pkg=$1 ver f tmp log
+	mkdir -p "$cache"
+	log=$cache/apt.log
+	ver=$(candidate "$pkg")
+	if [ -z "$ver" ]; then
+		apt-get update >"$log" 2>&1 || true
+		versions=$(candidates "$pkg")
+		ver=$(candidate "$pkg")
+	fi
+	if [ -z "$ver" ]; then
+		for f in $(ls -t "$cache/${pkg}"_*.deb 2>/dev/null); do
+			if valid "$f" "$pkg" "$(dpkg-deb -f "$f" Version 2>/dev/null)"; then echo "$f"; return 0; fi
+		done
+		echo "no package $pkg in apt's lists (apt-get update failed?) and none cached in $cache; see $log" >&2
+		return 1
+	fi
+	f=$cache/${pkg}_$(echo "$ver" | sed 's/:/%3a/g').deb
+	valid "$f" "$pkg" "$ver" && { echo "$f"; return 0; }
+	# apt-get download writes to the current directory (as root it warns
+	# that the _apt user cannot write there, which is harmless). A
+	# private directory, then a rename: runs in parallel share the cache.
+	tmp=$(mktemp -d "$cache/.download.XXXXXX")
+	if ! (cd "$tmp" && apt-get download "$pkg=$ver") >"$tmp/apt.log" 2>&1; then
+		apt-get update >>"$tmp/apt.log" 2>&1 || true
+		if ! (cd "$tmp" && apt-get download "$pkg=$ver") >>"$tmp/apt.log" 2>&1; then
+			echo "apt-get download $pkg=$ver failed:" >&2
+			tail -20 "$tmp/apt.log" >&2
+			rm -rf "$tmp"
+			return 1
 		fi
 	fi
-	for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$dir/root"; done
+	local got
+	got=$(ls "$tmp"/*.deb 2>/dev/null | head -1)
+	if [ -z "$got" ] || ! valid "$got" "$pkg" "$ver"; then
+		echo "apt-get download $pkg=$ver gave no readable .deb of that version" >&2
+		rm -rf "$tmp"
+		return 1
+	fi
+	mv -f "$got" "$f"
+	rm -rf "$tmp"
+	echo "$f"
+}
+
+# fetch KIND DIR: the packages' files, unpacked under DIR/root; DIR/debs.list
+# names the .deb files used.
+fetch() {
+	local kind=$1 dir=$2 pkg deb
+	[ -e "$dir/root/.$kind" ] && return 0
+	mkdir -p "$dir/root"
+	: >"$dir/debs.list"
+	versions=$(candidates $(packages "$kind"))
+	for pkg in $(packages "$kind"); do
+		deb=$(cached "$pkg") || exit 1
+		echo "$deb" >>"$dir/debs.list"
+		dpkg -x "$deb" "$dir/root"
+	done
 	touch "$dir/root/.$kind"
 }
 
+# skip REASON: this machine cannot run the MTA; the tests skip it.
+skip() {
+	echo "$kind cannot run here: $*" >&2
+	exit $SKIP
+}
+
 # users DIR LINES...: copies of /etc/passwd and /etc/group with users added
-# (name:uid), for the private mount namespace.
+# (name:uid), for nss_wrapper (Exim) or the private mount namespace
+# (OpenSMTPD).
 users() {
 	local dir=$1; shift
 	cp /etc/passwd "$dir/passwd"
@@ -87,13 +180,14 @@ start_exim() {
 	install -m 0755 "$dir/root/usr/sbin/exim4" "$dir/exim"
 	chown nobody:nogroup "$dir/spool" "$dir/log" "$dir/mail"
 	users "$dir" Debian-exim:60100
+	local libs=$dir/root/usr/lib/x86_64-linux-gnu
 	local parts
 	parts=$(echo $users | sed 's/ / : /g')
 	cat >"$dir/exim.conf" <<CF
 exim_path = $dir/exim
 exim_user = nobody
 exim_group = nogroup
-keep_environment = LD_LIBRARY_PATH
+keep_environment = LD_LIBRARY_PATH:LD_PRELOAD:NSS_WRAPPER_PASSWD:NSS_WRAPPER_GROUP
 spool_directory = $dir/spool
 log_file_path = $dir/log/%slog
 log_selector = +smtp_connection +received_recipients
@@ -105,6 +199,7 @@ tls_advertise_hosts =
 dsn_advertise_hosts = 127.0.0.1
 message_size_limit = 100M
 smtp_accept_max_per_connection = ${MTA_MAX_PER_CONN:-1000}
+smtp_accept_max = ${MTA_MAX_CONNS:-20}
 domainlist local_domains = $domain
 acl_smtp_rcpt = acl_check_rcpt
 begin acl
@@ -132,15 +227,19 @@ maildir:
 CF
 	: >"$dir/log/mainlog"
 	chown nobody:nogroup "$dir/log/mainlog"
-	unshare -m --propagation private sh -c '
-		mount --bind "$1/passwd" /etc/passwd && mount --bind "$1/group" /etc/group &&
-		LD_LIBRARY_PATH="$1/root/usr/lib/x86_64-linux-gnu" exec "$1/exim" -C "$1/exim.conf" -bd -q1s -oP "$1/mta.pid"' sh "$dir" \
+	# Exim daemonises and keeps the environment that keep_environment
+	# names for the processes it starts (deliveries, queue runs).
+	LD_PRELOAD="$libs/libnss_wrapper.so" NSS_WRAPPER_PASSWD="$dir/passwd" NSS_WRAPPER_GROUP="$dir/group" \
+		LD_LIBRARY_PATH="$libs" "$dir/exim" -C "$dir/exim.conf" -bd -q1s -oP "$dir/mta.pid" \
 		>"$dir/daemon.log" 2>&1
 	wait_port "$port" "$dir/log/mainlog"
 }
 
 start_opensmtpd() {
-	local dir=$1 port=$2 domain=$3 users=$4
+	local dir=$1 port=$2 domain=$3 users=$4 why
+	if ! why=$(unshare -m --propagation private true 2>&1); then
+		skip "it needs a private mount namespace for its hard-coded paths, and unshare -m failed (it needs CAP_SYS_ADMIN): $why"
+	fi
 	fetch opensmtpd "$dir"
 	mkdir -p "$dir/spool" "$dir/varlib/opensmtpd/empty" "$dir/run" "$dir/mail"
 	chown nobody:nogroup "$dir/mail"
@@ -192,9 +291,19 @@ version)
 	kind=$2 dir=$3
 	case $kind in
 	postfix) postconf -d -h mail_version ;;
-	exim) dpkg-deb -f "$dir"/debs/exim4-daemon-light_*.deb Version ;;
-	opensmtpd) dpkg-deb -f "$dir"/debs/opensmtpd_*.deb Version ;;
+	exim) dpkg-deb -f "$(grep /exim4-daemon-light_ "$dir/debs.list")" Version ;;
+	opensmtpd) dpkg-deb -f "$(grep /opensmtpd_ "$dir/debs.list")" Version ;;
 	esac
+	exit 0 ;;
+fetch)
+	shift
+	for kind in ${*:-exim opensmtpd}; do
+		versions=$(candidates $(packages "$kind"))
+		for pkg in $(packages "$kind"); do
+			deb=$(cached "$pkg") || { echo "fetching $kind's packages into $cache failed" >&2; exit 1; }
+			echo "$kind: $deb"
+		done
+	done
 	exit 0 ;;
 start) ;;
 *) usage ;;
@@ -205,7 +314,14 @@ kind=$2 dir=$3 port=$4
 domain=${5:-example.com}
 shift 4; [ $# -gt 0 ] && shift
 users=${*:-alice bob}
-[ "$(id -u)" = 0 ] || { echo "mta.sh needs root" >&2; exit 1; }
+if [ "$(id -u)" != 0 ]; then
+	# Postfix (postfix.sh) fails without root as the rest of the tests
+	# do; Exim and OpenSMTPD are skipped.
+	case $kind in
+	exim|opensmtpd) skip "mta.sh runs it as root (it drops to nobody itself), and this is uid $(id -u)" ;;
+	*) echo "mta.sh needs root" >&2; exit 1 ;;
+	esac
+fi
 mkdir -p "$dir"
 chmod 755 "$dir"
 dir=$(cd "$dir" && pwd)

@@ -17,10 +17,15 @@ import (
 )
 
 // RecipientProber asks the MTA whether it would accept a recipient (an
-// RCPT probe in a transaction that is never completed). proxy passes the
-// upstream client; checks see only this interface.
+// RCPT probe with the null sender on a connection of its own, then RSET,
+// as Postfix's ADDRESS_VERIFICATION_README does towards other MTAs). proxy
+// passes the upstream client; checks see only this interface. client is
+// the address of the client the probe is made for: its MTA connection
+// counts in that client's share (upstream.max_connections_per_ip). An
+// error with a Reply method (a cap of ours refused the probe) is that
+// reply to the RCPT.
 type RecipientProber interface {
-	ProbeRecipient(ctx context.Context, rcpt string) (reply.Reply, error)
+	ProbeRecipient(ctx context.Context, client netip.Addr, rcpt string) (reply.Reply, error)
 }
 
 // Env is what checks are built from: the configuration and the parts of

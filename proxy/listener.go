@@ -11,9 +11,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"golang.org/x/time/rate"
 
 	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/reply"
 	"github.com/smtpgate/smtpgate/session"
 )
 
@@ -39,6 +41,10 @@ type listener struct {
 	// logRefusal keeps a flood of refusals from flooding the log too.
 	logRefusal rate.Sometimes
 	cfg        config.Listener
+
+	// closed ends a backoff after an accept error (Close).
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 func (s *Server) wrap(ln net.Listener, l config.Listener) net.Listener {
@@ -50,19 +56,69 @@ func (s *Server) wrap(ln net.Listener, l config.Listener) net.Listener {
 		proxyFrom:  l.ProxyNetworks(),
 		logRefusal: rate.Sometimes{First: 10, Interval: time.Second},
 		cfg:        l,
+		closed:     make(chan struct{}),
 	}
 }
 
+// Accept returns the next admitted connection. A temporary accept error
+// (out of file descriptors: EMFILE, ENFILE; out of buffers) is waited
+// out here, backing off from 5ms to 1s as net/http does, and logged once
+// per burst with the number of errors and how long it lasted, instead of
+// once per retry; any other error ends serving.
 func (l *listener) Accept() (net.Conn, error) {
+	var (
+		delay  time.Duration
+		failed int
+		since  time.Time
+	)
 	for {
 		nc, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			if !temporaryAcceptError(err) {
+				return nil, err
+			}
+			if failed == 0 {
+				since = time.Now()
+				l.s.Logger.Error("accept failed, backing off until it works again", "address", l.Addr().String(), "error", err.Error())
+			}
+			failed++
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-l.closed:
+				t.Stop()
+				return nil, net.ErrClosed
+			}
+			continue
+		}
+		if failed > 0 {
+			l.s.Logger.Info("accepting again", "address", l.Addr().String(), "errors", failed, "duration", time.Since(since).Round(time.Millisecond))
+			failed, delay = 0, 0
 		}
 		if c := l.admit(nc); c != nil {
 			return c, nil
 		}
 	}
+}
+
+// temporaryAcceptError reports an accept error that goes away by itself:
+// a resource shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM) or any other the
+// net package calls temporary.
+func temporaryAcceptError(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne interface{ Temporary() bool }
+	return errors.As(err, &ne) && ne.Temporary()
+}
+
+// Close stops accepting, a backoff included.
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 // admit applies the connection limits and wraps nc; it returns nil for a
@@ -402,6 +458,63 @@ func (c *peerConn) hangUp() {
 // plain text, and no channel left for a reply).
 func (c *peerConn) TLSHandshakeFailed(err error) {
 	c.s.Logger.Info("reject", "session", c.peer.ID, "client", c.peer.Addr.Addr().Unmap().String(), "stage", "starttls", "check", "tls_handshake", "reply", "none, connection closed", "evidence", err.Error())
+}
+
+// logSMTPRefusal logs a refusal go-smtp decided on its own, without the
+// session (an unparsable or unknown command, a command out of sequence,
+// an unknown MAIL or RCPT parameter, a read timeout...), once, as the
+// session logs its own decisions. A reply that was not written is not
+// logged: the guard put its own in its place (and logged that), or the
+// client is gone.
+func (s *Server) logSMTPRefusal(c *smtp.Conn, r smtp.Refusal, err error) {
+	if err != nil {
+		return
+	}
+	pc := peerConnOf(c.Conn())
+	if pc == nil {
+		return
+	}
+	if r.Reason == smtp.ReasonIdleTimeout && pc.idleLogged.Load() {
+		return // logged as transaction_idle_timeout
+	}
+	stage := refusalStage(r.Command)
+	rep := reply.New(r.Code, [3]int(r.EnhancedCode), r.Message)
+	s.met.Decision(stage, r.Reason, r.Code, false)
+	s.Logger.Info("reject", "session", pc.peer.ID, "client", pc.peer.Addr.Addr().Unmap().String(), "stage", stage, "check", r.Reason, "reply", rep.String(), "command", r.Command)
+}
+
+// refusalStage is the stage a log names for a command go-smtp refused.
+func refusalStage(cmd string) string {
+	switch cmd {
+	case "HELO", "EHLO", "LHLO":
+		return "helo"
+	case "MAIL":
+		return "mail"
+	case "RCPT":
+		return "rcpt"
+	case "DATA", "BDAT":
+		return "data"
+	case "AUTH":
+		return "auth"
+	case "STARTTLS":
+		return "starttls"
+	}
+	return "session"
+}
+
+// peerConnOf finds our connection under the TLS layer STARTTLS puts on
+// top of it.
+func peerConnOf(nc net.Conn) *peerConn {
+	for {
+		switch c := nc.(type) {
+		case *peerConn:
+			return c
+		case *tls.Conn:
+			nc = c.NetConn()
+		default:
+			return nil
+		}
+	}
 }
 
 // SetReadDeadline is how go-smtp waits for the next command (and the

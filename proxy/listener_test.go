@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,10 +25,26 @@ import (
 // (354 to DATA), PIPELINING and the extra EHLO keywords, XCLIENT refused
 // as Postfix refuses a host it does not authorise when refuseXCLIENT is
 // set; queued counts the messages it took (the final dot answered 250).
+// open counts the connections it has (one ends at QUIT, before the 221,
+// or when the client goes), maxOpen the most it had at once.
 type lineMTA struct {
 	ehlo          []string
 	refuseXCLIENT bool
 	queued        atomic.Int32
+	open, maxOpen atomic.Int32
+}
+
+// opened counts a new connection; the func it returns uncounts it, once.
+func (m *lineMTA) opened() func() {
+	n := m.open.Add(1)
+	for {
+		max := m.maxOpen.Load()
+		if n <= max || m.maxOpen.CompareAndSwap(max, n) {
+			break
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { m.open.Add(-1) }) }
 }
 
 func startLineMTA(t *testing.T, m *lineMTA) string {
@@ -47,7 +65,9 @@ func startLineMTA(t *testing.T, m *lineMTA) string {
 			if err != nil {
 				return
 			}
+			closed := m.opened()
 			go func() {
+				defer closed()
 				defer c.Close()
 				r := bufio.NewReader(c)
 				fmt.Fprintf(c, "220 mta.test ESMTP\r\n")
@@ -73,6 +93,7 @@ func startLineMTA(t *testing.T, m *lineMTA) string {
 						data = true
 						fmt.Fprintf(c, "354 go ahead\r\n")
 					case strings.HasPrefix(cmd, "QUIT"):
+						closed()
 						fmt.Fprintf(c, "221 bye\r\n")
 						return
 					default:
@@ -557,4 +578,79 @@ func scrape(t *testing.T, s *Server) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// emfileListener fails its first n Accepts as accept(2) fails when the
+// process is out of file descriptors, then accepts for real.
+type emfileListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// Out of file descriptors (EMFILE) in the accept loop: the listener backs
+// off, logs the burst once (not once per failed accept), serves again
+// when accept works again, and says so. Before, go-smtp logged each
+// retry ("smtp server" warnings, one per failed accept).
+func TestAcceptEMFILEBacksOffAndServes(t *testing.T) {
+	yml := "hostname: gw.example.com\ndomains: [example.com]\ndns:\n  servers: [127.0.0.1:1]\n  timeout: 100ms\nupstream:\n  address: " + fakeMTA(t) + "\n  xclient: \"off\"\nchecks:\n  unknown_sender_domain: {mode: \"off\"}\n  spf: {mode: \"off\"}\nlisten:\n  - address: 127.0.0.1:0\n"
+	cfg, err := config.Parse([]byte(yml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuf{}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	const failures = 6
+	l := s.lns[0].(*listener)
+	el := &emfileListener{Listener: l.Listener}
+	el.n.Store(failures)
+	l.Listener = el
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	t.Cleanup(func() {
+		s.Close()
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	for i := 0; i < 3; i++ {
+		c := dialT(t, s.Addrs()[0].String())
+		if l := c.reply(); !strings.HasPrefix(l, "220 ") {
+			t.Fatalf("connection %d after EMFILE: %q", i+1, l)
+		}
+		if l := c.cmd("EHLO client.example.org"); !strings.HasPrefix(l, "250 ") {
+			t.Fatalf("EHLO: %q", l)
+		}
+		c.cmd("QUIT")
+	}
+	if n := el.n.Load(); n >= 0 {
+		t.Fatalf("accept failed %d times, want %d", failures-n, failures)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "too many open files"); n != 1 {
+		t.Errorf("the EMFILE burst is logged %d times, want once", n)
+	}
+	if !strings.Contains(out, `level=ERROR msg="accept failed, backing off until it works again"`) {
+		t.Errorf("no error line for the failed accepts")
+	}
+	if !strings.Contains(out, fmt.Sprintf(`msg="accepting again" address=%s errors=%d`, s.Addrs()[0], failures)) {
+		t.Errorf("no line saying accept works again after %d errors", failures)
+	}
+	// Close ends Serve cleanly.
+	s.Close()
+	if err := <-served; err != nil {
+		t.Errorf("Serve after Close: %v", err)
+	}
 }

@@ -181,7 +181,14 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 	}
 	var prober policy.RecipientProber
 	if cfg.Recipients.Verify == "upstream" {
-		prober = probeFunc(func(ctx context.Context, rcpt string) (reply.Reply, error) {
+		prober = probeFunc(func(ctx context.Context, client netip.Addr, rcpt string) (reply.Reply, error) {
+			// A probe holds an MTA connection of its own: it takes a
+			// slot of upstream.max_connections while it does.
+			release, err := s.upLim.probe(client)
+			if err != nil {
+				return reply.Reply{}, err
+			}
+			defer release()
 			rep, err := upstream.Probe(ctx, addr, uo, rcpt)
 			if err != nil {
 				return reply.Reply{}, err
@@ -312,10 +319,10 @@ func ownIPs(cfg *config.Config) []netip.Addr {
 	return ips
 }
 
-type probeFunc func(ctx context.Context, rcpt string) (reply.Reply, error)
+type probeFunc func(ctx context.Context, client netip.Addr, rcpt string) (reply.Reply, error)
 
-func (f probeFunc) ProbeRecipient(ctx context.Context, rcpt string) (reply.Reply, error) {
-	return f(ctx, rcpt)
+func (f probeFunc) ProbeRecipient(ctx context.Context, client netip.Addr, rcpt string) (reply.Reply, error) {
+	return f(ctx, client, rcpt)
 }
 
 // Listen opens every configured listener.
@@ -367,6 +374,7 @@ func (s *Server) newSMTPServer(l config.Listener) *smtp.Server {
 	// listen[].auth.allow_insecure) and answers 538 5.7.11 itself.
 	srv.AllowInsecureAuth = true
 	srv.ErrorLog = log.New(slogWriter{s.Logger}, "", 0)
+	srv.OnRefusal = s.logSMTPRefusal
 	if l.TLS == "starttls" {
 		srv.TLSConfig = s.tlsConfig()
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/smtpgate/smtpgate/reply"
 	"github.com/smtpgate/smtpgate/session"
 	"github.com/smtpgate/smtpgate/upstream"
 )
@@ -98,6 +99,41 @@ func (u *upstreamLimiter) wrap(dial dialFunc) dialFunc {
 		}
 		return c, err
 	}
+}
+
+// probe takes a slot for a recipient probe (recipients.verify: upstream)
+// from a session of a client at ip: the probe opens an MTA connection of
+// its own, beside any its session holds, and occupies one of the MTA's
+// processes as a session does. It holds the slot until release, which
+// the prober calls once the probe's connection is closed. Over a cap the
+// probe is not made and the RCPT gets the sessions' 451 4.7.0: making it
+// anyway would take the MTA past the cap, and the RCPT could not go on
+// without an MTA connection either.
+func (u *upstreamLimiter) probe(ip netip.Addr) (release func(), err error) {
+	ip = ip.Unmap()
+	slot, _, limit := u.acquire(context.Background(), ip)
+	if limit != "" {
+		if u.onReject != nil {
+			u.onReject(limit)
+		}
+		return nil, probeRefusal{refusal(limit, ip)}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			u.mu.Lock()
+			u.drop(slot)
+			u.mu.Unlock()
+		})
+	}, nil
+}
+
+// probeRefusal is a cap's refusal of a probe; its Reply is the RCPT's.
+type probeRefusal struct{ *session.LimitError }
+
+func (p probeRefusal) Reply() reply.Reply {
+	r := p.LimitError.Reply
+	return reply.New(r.Code, [3]int(r.EnhancedCode), r.Message)
 }
 
 // acquire takes a slot for the session of ctx, unless it holds one; it

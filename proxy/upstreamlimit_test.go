@@ -223,3 +223,67 @@ func TestUpstreamLimiterSlots(t *testing.T) {
 		t.Errorf("after the first session ended: %v", err)
 	}
 }
+
+// A recipient probe (recipients.verify: upstream) opens an MTA connection
+// of its own, so it takes a slot of upstream.max_connections (and of the
+// client network's max_connections_per_ip) while it holds it: with the
+// cap's N sessions holding MTA connections, a RCPT that needs a probe
+// gets the sessions' 451 4.7.0 and the MTA never has more than N
+// connections. Before, probes were not counted: the MTA had N+1, and a
+// client at its per-IP cap got probes made.
+func TestUpstreamCapsCountProbes(t *testing.T) {
+	mta := &lineMTA{}
+	s, addr, logs := startServerUpstream(t, "  address: "+startLineMTA(t, mta)+"\n  xclient: \"off\"\n  max_connections: 3\n  max_connections_per_ip: 1\n  pool: {enabled: false}\nrecipients:\n  verify: upstream\n")
+	rcpt := func(c *tconn, to string) string {
+		c.cmd("EHLO client.example.org")
+		c.cmd("MAIL FROM:<a@example.org>")
+		return c.cmd("RCPT TO:<" + to + ">")
+	}
+	// Two sessions hold an MTA connection each, after a probe each.
+	a, b := dialFromT(t, addr, "127.0.0.2"), dialFromT(t, addr, "127.0.0.3")
+	for i, c := range []*tconn{a, b} {
+		if l := rcpt(c, "bob@example.com"); !strings.HasPrefix(l, "250 ") {
+			t.Fatalf("session %d RCPT: %q", i+1, l)
+		}
+	}
+	waitSlots(t, s, 2)
+	// A session's own probe counts in its network's share: dave is not in
+	// the probe cache, so his RCPT needs a probe.
+	const fromIP = "451 4.7.0 Error: too many connections from 127.0.0.2 to the mail server, try again later\r\n"
+	if l := a.cmd("RCPT TO:<dave@example.com>"); l != fromIP {
+		t.Fatalf("a probe of 127.0.0.2 over the per-IP cap: %q, want %q", l, fromIP)
+	}
+	// bob is cached: no probe; this session takes the third place.
+	c := dialFromT(t, addr, "127.0.0.4")
+	if l := rcpt(c, "bob@example.com"); !strings.HasPrefix(l, "250 ") {
+		t.Fatalf("session 3 RCPT: %q", l)
+	}
+	waitSlots(t, s, 3)
+	d := dialFromT(t, addr, "127.0.0.5")
+	const full = "451 4.7.0 Error: too many connections to the mail server, try again later\r\n"
+	if l := rcpt(d, "carol@example.com"); l != full {
+		t.Fatalf("a RCPT needing a probe over the total cap: %q, want %q", l, full)
+	}
+	if n := mta.maxOpen.Load(); n > 3 {
+		t.Errorf("the MTA had %d connections at once, the cap is 3", n)
+	}
+	for _, want := range []string{
+		`client=127.0.0.2 stage=rcpt check=unknown_recipient mode=enforce reply="451 4.7.0 Error: too many connections from 127.0.0.2 to the mail server, try again later" evidence="probe not made: upstream_max_connections_per_ip: `,
+		`client=127.0.0.5 stage=rcpt check=unknown_recipient mode=enforce reply="451 4.7.0 Error: too many connections to the mail server, try again later" evidence="probe not made: upstream_max_connections: `,
+	} {
+		if n := strings.Count(logs.String(), want); n != 1 {
+			t.Errorf("log has %q %d times, want once", want, n)
+		}
+	}
+	// When a session ends its place is free for a probe again, and the
+	// probe gives its own back.
+	b.cmd("QUIT")
+	waitSlots(t, s, 2)
+	if l := d.cmd("RCPT TO:<carol@example.com>"); !strings.HasPrefix(l, "250 ") {
+		t.Fatalf("a RCPT needing a probe after a QUIT: %q", l)
+	}
+	waitSlots(t, s, 3)
+	if n := mta.maxOpen.Load(); n > 3 {
+		t.Errorf("the MTA had %d connections at once, the cap is 3", n)
+	}
+}

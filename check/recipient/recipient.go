@@ -3,6 +3,7 @@ package recipient
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"time"
 
@@ -96,7 +97,11 @@ func (u *UnknownRecipient) CheckRcpt(ctx context.Context, c *policy.Client, env 
 	if cached {
 		return u.probeVerdict(rcpt, pr, unknown, "cached probe: ")
 	}
-	pr, err := u.prober.ProbeRecipient(ctx, rcpt)
+	pr, err := u.prober.ProbeRecipient(ctx, c.Addr, rcpt)
+	var refused interface{ Reply() reply.Reply }
+	if errors.As(err, &refused) {
+		return policy.Rejected(refused.Reply(), "probe not made: "+err.Error())
+	}
 	if err != nil {
 		return policy.Rejected(reply.New(450, [3]int{4, 1, 1}, "<"+rcpt+">: Recipient address rejected: unverified address: mail server unreachable"), "probe failed: "+err.Error())
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,7 @@ type countingProber struct {
 	calls atomic.Int32
 }
 
-func (p *countingProber) ProbeRecipient(context.Context, string) (reply.Reply, error) {
+func (p *countingProber) ProbeRecipient(context.Context, netip.Addr, string) (reply.Reply, error) {
 	p.calls.Add(1)
 	return p.r, nil
 }

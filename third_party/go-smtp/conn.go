@@ -53,6 +53,8 @@ type Conn struct {
 	// withheld are the extensions the last HELO/EHLO did not offer
 	// (Server.Offer).
 	withheld map[string]bool
+	// cmd is the verb of the command being handled, for Refusal.
+	cmd string
 }
 
 // offer asks Server.Offer at HELO/EHLO which optional extensions this
@@ -121,7 +123,7 @@ func (c *Conn) handle(cmd string, arg string) {
 	// and close connection.
 	defer func() {
 		if err := recover(); err != nil {
-			c.writeResponse(421, EnhancedCode{4, 0, 0}, "Internal server error")
+			c.refuse(ReasonInternalError, 421, EnhancedCode{4, 0, 0}, "Internal server error")
 			c.Close()
 
 			stack := debug.Stack()
@@ -129,25 +131,27 @@ func (c *Conn) handle(cmd string, arg string) {
 		}
 	}()
 
+	c.cmd = ""
 	if cmd == "" {
-		c.protocolError(500, EnhancedCode{5, 5, 2}, "Error: bad syntax")
+		c.protocolError(ReasonSyntax, 500, EnhancedCode{5, 5, 2}, "Error: bad syntax")
 		return
 	}
 
 	cmd = strings.ToUpper(cmd)
+	c.cmd = cmd
 	switch cmd {
 	case "SEND", "SOML", "SAML", "EXPN", "HELP", "TURN":
 		// These commands are not implemented in any state
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, fmt.Sprintf("%v command not implemented", cmd))
+		c.refuse(ReasonUnknownCommand, 502, EnhancedCode{5, 5, 1}, fmt.Sprintf("%v command not implemented", cmd))
 	case "HELO", "EHLO", "LHLO":
 		lmtp := cmd == "LHLO"
 		enhanced := lmtp || cmd == "EHLO"
 		if c.server.LMTP && !lmtp {
-			c.writeResponse(500, EnhancedCode{5, 5, 1}, "This is a LMTP server, use LHLO")
+			c.refuse(ReasonUnknownCommand, 500, EnhancedCode{5, 5, 1}, "This is a LMTP server, use LHLO")
 			return
 		}
 		if !c.server.LMTP && lmtp {
-			c.writeResponse(500, EnhancedCode{5, 5, 1}, "This is not a LMTP server")
+			c.refuse(ReasonUnknownCommand, 500, EnhancedCode{5, 5, 1}, "This is not a LMTP server")
 			return
 		}
 		c.handleGreet(enhanced, arg)
@@ -175,7 +179,7 @@ func (c *Conn) handle(cmd string, arg string) {
 		c.handleStartTLS()
 	default:
 		msg := fmt.Sprintf("Syntax errors, %v command unrecognized", cmd)
-		c.protocolError(500, EnhancedCode{5, 5, 2}, msg)
+		c.protocolError(ReasonUnknownCommand, 500, EnhancedCode{5, 5, 2}, msg)
 	}
 }
 
@@ -238,21 +242,31 @@ func (c *Conn) authAllowed() bool {
 
 // protocolError writes errors responses and closes the connection once too many
 // have occurred.
-func (c *Conn) protocolError(code int, ec EnhancedCode, msg string) {
-	c.writeResponse(code, ec, msg)
+func (c *Conn) protocolError(reason string, code int, ec EnhancedCode, msg string) {
+	c.refuse(reason, code, ec, msg)
 
 	c.errCount++
 	if c.errCount > errThreshold {
-		c.writeResponse(500, EnhancedCode{5, 5, 1}, "Too many errors. Quiting now")
+		c.refuse(ReasonTooManyErrors, 500, EnhancedCode{5, 5, 1}, "Too many errors. Quiting now")
 		c.Close()
 	}
+}
+
+// refuse writes a refusal the server decided on its own, without the
+// session, and reports it to Server.OnRefusal (smtpgate).
+func (c *Conn) refuse(reason string, code int, ec EnhancedCode, msg string) error {
+	err := c.writeResponse(code, ec, msg)
+	if f := c.server.OnRefusal; f != nil {
+		f(c, Refusal{Command: c.cmd, Reason: reason, Code: code, EnhancedCode: ec, Message: msg}, err)
+	}
+	return err
 }
 
 // GREET state -> waiting for HELO
 func (c *Conn) handleGreet(enhanced bool, arg string) {
 	domain, err := parseHelloArgument(arg)
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Domain/address argument required for HELO")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 2}, "Domain/address argument required for HELO")
 		return
 	}
 	// c.helo is populated before NewSession so
@@ -355,29 +369,29 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 // READY state -> waiting for MAIL
 func (c *Conn) handleMail(arg string) {
 	if c.helo == "" {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
 		return
 	}
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "MAIL not allowed during message transfer")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "MAIL not allowed during message transfer")
 		return
 	}
 
 	arg, ok := cutPrefixFold(arg, "FROM:")
 	if !ok {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
 		return
 	}
 
 	p := parser{s: strings.TrimSpace(arg)}
 	from, err := p.parseReversePath()
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
 		return
 	}
 	args, err := parseArgs(p.s)
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse MAIL ESMTP parameters")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Unable to parse MAIL ESMTP parameters")
 		return
 	}
 
@@ -391,25 +405,25 @@ func (c *Conn) handleMail(arg string) {
 		case "SIZE":
 			size, err := strconv.ParseUint(value, 10, 32)
 			if err != nil {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse SIZE as an integer")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Unable to parse SIZE as an integer")
 				return
 			}
 
 			if c.server.MaxMessageBytes > 0 && int64(size) > c.server.MaxMessageBytes {
-				c.writeResponse(552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
+				c.refuse(ReasonMessageSize, 552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
 				return
 			}
 
 			opts.Size = int64(size)
 		case "SMTPUTF8":
 			if !c.smtputf8() {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "SMTPUTF8 parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "SMTPUTF8 parameter not supported")
 				return
 			}
 			opts.UTF8 = true
 		case "REQUIRETLS":
 			if !c.server.EnableREQUIRETLS {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "REQUIRETLS parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "REQUIRETLS parameter not supported")
 				return
 			}
 			opts.RequireTLS = true
@@ -418,20 +432,20 @@ func (c *Conn) handleMail(arg string) {
 			switch BodyType(value) {
 			case BodyBinaryMIME:
 				if !c.server.EnableBINARYMIME {
-					c.writeResponse(555, EnhancedCode{5, 5, 4}, "BINARYMIME parameter not supported")
+					c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "BINARYMIME parameter not supported")
 					return
 				}
 				c.binarymime = true
 			case Body7Bit, Body8BitMIME:
 				// This space is intentionally left blank
 			default:
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unknown BODY value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Unknown BODY value")
 				return
 			}
 			opts.Body = BodyType(value)
 		case "RET":
 			if !c.dsn() {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "RET parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "RET parameter not supported")
 				return
 			}
 			value = strings.ToUpper(value)
@@ -439,25 +453,25 @@ func (c *Conn) handleMail(arg string) {
 			case DSNReturnFull, DSNReturnHeaders:
 				// This space is intentionally left blank
 			default:
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unknown RET value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Unknown RET value")
 				return
 			}
 			opts.Return = DSNReturn(value)
 		case "ENVID":
 			if !c.dsn() {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "ENVID parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "ENVID parameter not supported")
 				return
 			}
 			value, err := decodeXtext(value)
 			if err != nil || value == "" || !isPrintableASCII(value) {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed ENVID parameter value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Malformed ENVID parameter value")
 				return
 			}
 			opts.EnvelopeID = value
 		case "AUTH":
 			value, err := decodeXtext(value)
 			if err != nil || value == "" {
-				c.writeResponse(500, EnhancedCode{5, 5, 4}, "Malformed AUTH parameter value")
+				c.refuse(ReasonSyntax, 500, EnhancedCode{5, 5, 4}, "Malformed AUTH parameter value")
 				return
 			}
 			if value == "<>" {
@@ -466,13 +480,13 @@ func (c *Conn) handleMail(arg string) {
 				p := parser{s: value}
 				value, err = p.parseMailbox()
 				if err != nil || p.s != "" {
-					c.writeResponse(500, EnhancedCode{5, 5, 4}, "Malformed AUTH parameter mailbox")
+					c.refuse(ReasonSyntax, 500, EnhancedCode{5, 5, 4}, "Malformed AUTH parameter mailbox")
 					return
 				}
 			}
 			opts.Auth = &value
 		default:
-			c.writeResponse(555, EnhancedCode{5, 5, 4}, "Unknown MAIL FROM parameter")
+			c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "Unknown MAIL FROM parameter")
 			return
 		}
 	}
@@ -711,17 +725,17 @@ func isPrintableASCII(val string) bool {
 // MAIL state -> waiting for RCPTs followed by DATA
 func (c *Conn) handleRcpt(arg string) {
 	if !c.fromReceived {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing MAIL FROM command.")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "Missing MAIL FROM command.")
 		return
 	}
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "RCPT not allowed during message transfer")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "RCPT not allowed during message transfer")
 		return
 	}
 
 	arg, ok := cutPrefixFold(arg, "TO:")
 	if !ok {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
 		return
 	}
 
@@ -734,18 +748,18 @@ func (c *Conn) handleRcpt(arg string) {
 		}
 	}
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
 		return
 	}
 
 	if c.server.MaxRecipients > 0 && len(c.recipients) >= c.server.MaxRecipients {
-		c.writeResponse(452, EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", c.server.MaxRecipients))
+		c.refuse(ReasonMaxRecipients, 452, EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", c.server.MaxRecipients))
 		return
 	}
 
 	args, err := parseArgs(p.s)
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse RCPT ESMTP parameters")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Unable to parse RCPT ESMTP parameters")
 		return
 	}
 
@@ -755,7 +769,7 @@ func (c *Conn) handleRcpt(arg string) {
 		switch key {
 		case "NOTIFY":
 			if !c.dsn() {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "NOTIFY parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "NOTIFY parameter not supported")
 				return
 			}
 			notify := []DSNNotify{}
@@ -763,68 +777,68 @@ func (c *Conn) handleRcpt(arg string) {
 				notify = append(notify, DSNNotify(strings.ToUpper(val)))
 			}
 			if err := checkNotifySet(notify); err != nil {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed NOTIFY parameter value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Malformed NOTIFY parameter value")
 				return
 			}
 			opts.Notify = notify
 		case "ORCPT":
 			if !c.dsn() {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "ORCPT parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "ORCPT parameter not supported")
 				return
 			}
 			aType, aAddr, err := decodeTypedAddress(value)
 			if err != nil || aAddr == "" {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed ORCPT parameter value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Malformed ORCPT parameter value")
 				return
 			}
 			opts.OriginalRecipientType = aType
 			opts.OriginalRecipient = aAddr
 		case "RRVS":
 			if !c.server.EnableRRVS {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "RRVS parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "RRVS parameter not supported")
 				return
 			}
 			value, _, _ = strings.Cut(value, ";") // discard the no-support action
 			rrvsTime, err := time.Parse(time.RFC3339, value)
 			if err != nil {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed RRVS parameter value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Malformed RRVS parameter value")
 				return
 			}
 			opts.RequireRecipientValidSince = rrvsTime
 		case "BY":
 			if !c.server.EnableDELIVERBY {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "DELIVERBY parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "DELIVERBY parameter not supported")
 				return
 			}
 			deliverBy := parseDeliverByArgument(value)
 			if deliverBy == nil {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed BY parameter value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Malformed BY parameter value")
 				return
 			}
 			if c.server.MinimumDeliverByTime != 0 &&
 				deliverBy.Mode == DeliverByReturn &&
 				deliverBy.Time < c.server.MinimumDeliverByTime {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "BY parameter is below server minimum")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "BY parameter is below server minimum")
 				return
 			}
 			opts.DeliverBy = deliverBy
 		case "MT-PRIORITY":
 			if !c.server.EnableMTPRIORITY {
-				c.writeResponse(555, EnhancedCode{5, 5, 4}, "MT-PRIORITY parameter not supported")
+				c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "MT-PRIORITY parameter not supported")
 				return
 			}
 			mtPriority, err := strconv.Atoi(value)
 			if err != nil {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed MT-PRIORITY parameter value")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Malformed MT-PRIORITY parameter value")
 				return
 			}
 			if mtPriority < -9 || mtPriority > 9 {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "MT-PRIORITY is outside valid range")
+				c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "MT-PRIORITY is outside valid range")
 				return
 			}
 			opts.MTPriority = &mtPriority
 		default:
-			c.writeResponse(555, EnhancedCode{5, 5, 4}, "Unknown RCPT TO parameter")
+			c.refuse(ReasonUnknownParameter, 555, EnhancedCode{5, 5, 4}, "Unknown RCPT TO parameter")
 			return
 		}
 	}
@@ -875,22 +889,22 @@ func checkNotifySet(values []DSNNotify) error {
 
 func (c *Conn) handleAuth(arg string) {
 	if c.helo == "" {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "Please introduce yourself first.")
 		return
 	}
 	if c.didAuth {
-		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Already authenticated")
+		c.refuse(ReasonBadSequence, 503, EnhancedCode{5, 5, 1}, "Already authenticated")
 		return
 	}
 
 	parts := strings.Fields(arg)
 	if len(parts) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 4}, "Missing parameter")
+		c.refuse(ReasonSyntax, 502, EnhancedCode{5, 5, 4}, "Missing parameter")
 		return
 	}
 
 	if !c.authAllowed() {
-		c.writeResponse(523, EnhancedCode{5, 7, 10}, "TLS is required")
+		c.refuse(ReasonTLSUnavailable, 523, EnhancedCode{5, 7, 10}, "TLS is required")
 		return
 	}
 
@@ -902,7 +916,7 @@ func (c *Conn) handleAuth(arg string) {
 		var err error
 		ir, err = decodeSASLResponse(parts[1])
 		if err != nil {
-			c.writeResponse(454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
+			c.refuse(ReasonSyntax, 454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
 			return
 		}
 	}
@@ -940,13 +954,13 @@ func (c *Conn) handleAuth(arg string) {
 
 		if encoded == "*" {
 			// https://tools.ietf.org/html/rfc4954#page-4
-			c.writeResponse(501, EnhancedCode{5, 0, 0}, "Negotiation cancelled")
+			c.refuse(ReasonAuthCancelled, 501, EnhancedCode{5, 0, 0}, "Negotiation cancelled")
 			return
 		}
 
 		response, err = decodeSASLResponse(encoded)
 		if err != nil {
-			c.writeResponse(454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
+			c.refuse(ReasonSyntax, 454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
 			return
 		}
 	}
@@ -978,12 +992,12 @@ func (c *Conn) auth(mech string) (sasl.Server, error) {
 
 func (c *Conn) handleStartTLS() {
 	if _, isTLS := c.TLSConnectionState(); isTLS {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Already running in TLS")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "Already running in TLS")
 		return
 	}
 
 	if c.server.TLSConfig == nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "TLS not supported")
+		c.refuse(ReasonTLSUnavailable, 502, EnhancedCode{5, 5, 1}, "TLS not supported")
 		return
 	}
 
@@ -1027,20 +1041,20 @@ func (c *Conn) handleStartTLS() {
 // DATA
 func (c *Conn) handleData(arg string) {
 	if arg != "" {
-		c.writeResponse(501, EnhancedCode{5, 5, 4}, "DATA command should not have any arguments")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "DATA command should not have any arguments")
 		return
 	}
 	if c.bdatPipe != nil {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "DATA not allowed during message transfer")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "DATA not allowed during message transfer")
 		return
 	}
 	if c.binarymime {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "DATA not allowed for BINARYMIME messages")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "DATA not allowed for BINARYMIME messages")
 		return
 	}
 
 	if !c.fromReceived || len(c.recipients) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
 		return
 	}
 
@@ -1069,18 +1083,18 @@ func (c *Conn) handleData(arg string) {
 func (c *Conn) handleBdat(arg string) {
 	args := strings.Fields(arg)
 	if len(args) == 0 {
-		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Missing chunk size argument")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Missing chunk size argument")
 		return
 	}
 	if len(args) > 2 {
-		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Too many arguments")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Too many arguments")
 		return
 	}
 
 	last := false
 	if len(args) == 2 {
 		if !strings.EqualFold(args[1], "LAST") {
-			c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unknown BDAT argument")
+			c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Unknown BDAT argument")
 			return
 		}
 		last = true
@@ -1089,19 +1103,19 @@ func (c *Conn) handleBdat(arg string) {
 	// ParseUint instead of Atoi so we will not accept negative values.
 	size, err := strconv.ParseUint(args[0], 10, 32)
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed size argument")
+		c.refuse(ReasonSyntax, 501, EnhancedCode{5, 5, 4}, "Malformed size argument")
 		return
 	}
 
 	if !c.fromReceived || len(c.recipients) == 0 {
-		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
+		c.refuse(ReasonBadSequence, 502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
 		// The chunk follows the command even when the command is rejected.
 		io.Copy(ioutil.Discard, io.LimitReader(c.text.R, int64(size)))
 		return
 	}
 
 	if c.server.MaxMessageBytes != 0 && c.bytesReceived+int64(size) > c.server.MaxMessageBytes {
-		c.writeResponse(552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
+		c.refuse(ReasonMessageSize, 552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
 
 		// Discard chunk itself without passing it to backend.
 		io.Copy(ioutil.Discard, io.LimitReader(c.text.R, int64(size)))

@@ -67,6 +67,13 @@ type Server struct {
 	// an extension not offered are refused with 555 5.5.4.
 	Offer func(keyword string) bool
 
+	// OnRefusal, when set, is told each refusal the server decides on its
+	// own, without the session (a line it cannot parse, a command out of
+	// sequence, an unknown parameter, a read timeout...), after the reply
+	// was written; err is the write's error. Replies that come from the
+	// session are not reported: the session knows them.
+	OnRefusal func(c *Conn, r Refusal, err error)
+
 	// Advertise DELIVERBY (RFC 2852) capability.
 	// Should be used only if backend supports it.
 	EnableDELIVERBY bool
@@ -95,6 +102,52 @@ type Server struct {
 	listeners []net.Listener
 	conns     map[*Conn]struct{}
 }
+
+// Refusal is a reply the server decided on its own (Server.OnRefusal).
+type Refusal struct {
+	// Command is the verb of the refused command in upper case ("MAIL"),
+	// or "" when no command could be read or parsed.
+	Command      string
+	Reason       string // one of the Reason constants
+	Code         int
+	EnhancedCode EnhancedCode
+	Message      string
+}
+
+// Reasons of a Refusal, named as a log would name the check.
+const (
+	// ReasonSyntax: a command or argument that does not parse (500, 501,
+	// 502 5.5.4, 454 4.7.0 for a malformed AUTH response).
+	ReasonSyntax = "smtp_syntax"
+	// ReasonUnknownCommand: a verb not recognised or not implemented
+	// (500 5.5.2, 500/502 5.5.1).
+	ReasonUnknownCommand = "unknown_command"
+	// ReasonUnknownParameter: a MAIL or RCPT parameter unknown or of an
+	// extension not offered (555 5.5.4, RFC 5321 §4.1.1.11).
+	ReasonUnknownParameter = "unknown_parameter"
+	// ReasonBadSequence: a command out of order (502/503 5.5.1).
+	ReasonBadSequence = "bad_sequence"
+	// ReasonMessageSize: SIZE or BDAT over MaxMessageBytes (552 5.3.4).
+	ReasonMessageSize = "message_size"
+	// ReasonMaxRecipients: more than MaxRecipients (452 4.5.3).
+	ReasonMaxRecipients = "max_recipients"
+	// ReasonTooManyErrors: the connection is closed after repeated
+	// protocol errors (500 5.5.1).
+	ReasonTooManyErrors = "too_many_errors"
+	// ReasonLineTooLong: a line over MaxLineLength (500 5.4.0, closed).
+	ReasonLineTooLong = "line_too_long"
+	// ReasonIdleTimeout: no command within ReadTimeout (421 4.4.2).
+	ReasonIdleTimeout = "idle_timeout"
+	// ReasonConnectionError: reading the connection failed (421 4.4.0).
+	ReasonConnectionError = "connection_error"
+	// ReasonTLSUnavailable: STARTTLS without TLS configured (502 5.5.1),
+	// AUTH that needs TLS (523 5.7.10).
+	ReasonTLSUnavailable = "tls_unavailable"
+	// ReasonAuthCancelled: the client cancelled AUTH with "*" (501 5.0.0).
+	ReasonAuthCancelled = "auth_cancelled"
+	// ReasonInternalError: a panic while handling the command (421 4.0.0).
+	ReasonInternalError = "internal_error"
+)
 
 // New creates a new SMTP server.
 func NewServer(be Backend) *Server {
@@ -197,7 +250,8 @@ func (s *Server) handleConn(c *Conn) error {
 		if err == nil {
 			cmd, arg, err := parseCmd(line)
 			if err != nil {
-				c.protocolError(501, EnhancedCode{5, 5, 2}, "Bad command")
+				c.cmd = ""
+				c.protocolError(ReasonSyntax, 501, EnhancedCode{5, 5, 2}, "Bad command")
 				continue
 			}
 
@@ -206,17 +260,18 @@ func (s *Server) handleConn(c *Conn) error {
 			if err == io.EOF || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
+			c.cmd = ""
 			if err == ErrTooLongLine {
-				c.writeResponse(500, EnhancedCode{5, 4, 0}, "Too long line, closing connection")
+				c.refuse(ReasonLineTooLong, 500, EnhancedCode{5, 4, 0}, "Too long line, closing connection")
 				return nil
 			}
 
 			if neterr, ok := err.(net.Error); ok && neterr.Timeout() {
-				c.writeResponse(421, EnhancedCode{4, 4, 2}, "Idle timeout, bye bye")
+				c.refuse(ReasonIdleTimeout, 421, EnhancedCode{4, 4, 2}, "Idle timeout, bye bye")
 				return nil
 			}
 
-			c.writeResponse(421, EnhancedCode{4, 4, 0}, "Connection error, sorry")
+			c.refuse(ReasonConnectionError, 421, EnhancedCode{4, 4, 0}, "Connection error, sorry")
 			return err
 		}
 	}

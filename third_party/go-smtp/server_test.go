@@ -330,9 +330,12 @@ func TestServerAcceptErrorHandling(t *testing.T) {
 	l.Send(temporaryError)
 	permanentError := newMockError("permanent mock error", false)
 	l.Send(permanentError)
+	// smtpgate: wait for Serve before Close. Closing first raced Serve's
+	// check for a closed server between Accept's error and its return:
+	// when Close won, Serve rightly returned nil (PATCHES.md 12).
+	serveError := <-done
 	s.Close()
 
-	serveError := <-done
 	if serveError == nil {
 		t.Fatal("Serve had exited without an expected error")
 	} else if serveError != permanentError {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -274,5 +275,110 @@ func TestServer_CloseBeforeServe(t *testing.T) {
 	if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
 		c.Close()
 		t.Error("the listener is still open after Serve returned")
+	}
+}
+
+// Every refusal the server decides without the session is reported once
+// to Server.OnRefusal, with its reason and command; replies the session
+// decided (here the backend's 550 to MAIL) and positive replies are not
+// (PATCHES.md 13).
+func TestServer_OnRefusal(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	be, _, c, r := serveOn(t, func(l net.Listener) net.Listener { return l }, func(s *smtp.Server) {
+		s.MaxRecipients = 1
+		s.OnRefusal = func(_ *smtp.Conn, rf smtp.Refusal, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprintf("%s %s %d %d.%d.%d %s %v", rf.Reason, rf.Command, rf.Code, rf.EnhancedCode[0], rf.EnhancedCode[1], rf.EnhancedCode[2], rf.Message, err))
+		}
+	})
+	read := func() string {
+		t.Helper()
+		var last string
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("read: %v (after %q)", err, last)
+			}
+			if len(l) < 4 || l[3] != '-' {
+				return strings.TrimRight(l, "\r\n")
+			}
+			last = l
+		}
+	}
+	read() // greeting
+	steps := []struct{ cmd, reply string }{
+		{"MAIL FROM:<a@example.org>", "502 5.5.1 Please introduce yourself first."},
+		{"EHLO client.example.org", "250 LIMITS RCPTMAX=1"},
+		{"XYZW bar", "500 5.5.2 Syntax errors, XYZW command unrecognized"},
+		{"MAIL FROM:<a@example.org> XYZ=1", "555 5.5.4 Unknown MAIL FROM parameter"},
+		{"MAIL TO:<a@example.org>", "501 5.5.2 Was expecting MAIL arg syntax of FROM:<address>"},
+		{"RCPT TO:<b@example.com>", "502 5.5.1 Missing MAIL FROM command."},
+		{"MAIL FROM:<a@example.org>", "250 2.0.0 Roger, accepting mail from <a@example.org>"},
+		{"RCPT TO:<b@example.com> NOTIFY=NEVER", "555 5.5.4 NOTIFY parameter not supported"},
+		{"RCPT TO:<b@example.com>", "250 2.0.0 I'll make sure <b@example.com> gets this"},
+		{"RCPT TO:<c@example.com>", "452 4.5.3 Maximum limit of 1 recipients reached"},
+		{"DATA x", "501 5.5.4 DATA command should not have any arguments"},
+		{"RSET", "250 2.0.0 Session reset"},
+	}
+	for _, st := range steps {
+		io.WriteString(c, st.cmd+"\r\n")
+		if l := read(); l != st.reply {
+			t.Fatalf("%s: %q, want %q", st.cmd, l, st.reply)
+		}
+	}
+	// A refusal the session decides is its own to log.
+	be.userErr = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "no"}
+	io.WriteString(c, "MAIL FROM:<a@example.org>\r\n")
+	if l := read(); l != "550 5.7.1 no" {
+		t.Fatalf("MAIL refused by the session: %q", l)
+	}
+	io.WriteString(c, "QUIT\r\n")
+	read()
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"bad_sequence MAIL 502 5.5.1 Please introduce yourself first. <nil>",
+		"unknown_command XYZW 500 5.5.2 Syntax errors, XYZW command unrecognized <nil>",
+		"unknown_parameter MAIL 555 5.5.4 Unknown MAIL FROM parameter <nil>",
+		"smtp_syntax MAIL 501 5.5.2 Was expecting MAIL arg syntax of FROM:<address> <nil>",
+		"bad_sequence RCPT 502 5.5.1 Missing MAIL FROM command. <nil>",
+		"unknown_parameter RCPT 555 5.5.4 NOTIFY parameter not supported <nil>",
+		"max_recipients RCPT 452 4.5.3 Maximum limit of 1 recipients reached <nil>",
+		"smtp_syntax DATA 501 5.5.4 DATA command should not have any arguments <nil>",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("refusals reported:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The refusals decided where no command was read: a line that does not
+// parse, a line too long, an idle timeout.
+func TestServer_OnRefusalWithoutCommand(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	_, _, c, r := serveOn(t, func(l net.Listener) net.Listener { return l }, func(s *smtp.Server) {
+		s.MaxLineLength = 100
+		s.OnRefusal = func(_ *smtp.Conn, rf smtp.Refusal, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprintf("%s %q %d %d.%d.%d", rf.Reason, rf.Command, rf.Code, rf.EnhancedCode[0], rf.EnhancedCode[1], rf.EnhancedCode[2]))
+		}
+	})
+	r.ReadString('\n')
+	io.WriteString(c, "\x00\r\n")
+	l, _ := r.ReadString('\n')
+	if !strings.HasPrefix(l, "50") {
+		t.Fatalf("NUL line: %q", l)
+	}
+	io.WriteString(c, strings.Repeat("x", 200)+"\r\n")
+	if l, _ := r.ReadString('\n'); l != "500 5.4.0 Too long line, closing connection\r\n" {
+		t.Fatalf("long line: %q", l)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[1] != `line_too_long "" 500 5.4.0` || !strings.HasPrefix(got[0], "smtp_syntax ") {
+		t.Errorf("refusals reported: %q", got)
 	}
 }
