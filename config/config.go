@@ -419,7 +419,9 @@ var yamlLineRe = regexp.MustCompile(`^\s*line (\d+): (.*)$`)
 var unknownFieldRe = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
 
 // Parse parses data as if read from path (for error messages; relative
-// file names in it are taken relative to the current directory).
+// file names in it are taken relative to the current directory). With
+// validation errors it returns them and the parsed, invalid Config; with
+// a YAML error, no Config.
 func Parse(data []byte, path string) (*Config, error) {
 	c := &Config{Path: path}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -433,7 +435,10 @@ func Parse(data []byte, path string) (*Config, error) {
 	c.setDefaults()
 	c.validate(v)
 	if len(v.errs) > 0 {
-		return nil, v.errs
+		// The configuration is not valid; it is returned all the same for
+		// a caller that reports every error at once (smtpgate -check also
+		// loads the checks' own files).
+		return c, v.errs
 	}
 	return c, nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/smtpgate/smtpgate/check"
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/proxy"
 	"github.com/smtpgate/smtpgate/users"
@@ -49,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("smtpgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/smtpgate/smtpgate.yaml", "configuration file")
-	check := fs.Bool("check", false, "validate the configuration and every file it names, then exit")
+	checkOnly := fs.Bool("check", false, "validate the configuration and every file it names, then exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -61,6 +62,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		if *checkOnly && cfg != nil {
+			// Report the errors in the files the checks load too, so
+			// that one -check run lists everything to fix.
+			if _, err := check.Build(cfg, check.Deps{}); err != nil {
+				fmt.Fprintln(stderr, err)
+			}
+		}
 		return 1
 	}
 	logger := newLogger(cfg, stderr)
@@ -69,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 		return 1
 	}
-	if *check {
+	if *checkOnly {
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0
 	}
