@@ -119,6 +119,7 @@ type Policy struct {
 	header  []Check
 	body    []Check
 	message []Check
+	whole   []Check // WholeMessageChecker (message.go)
 }
 
 // NewPolicy builds a policy from checks in the order given; checks in mode
@@ -151,6 +152,9 @@ func NewPolicy(checks ...Check) *Policy {
 		if _, ok := c.Checker.(MessageChecker); ok {
 			p.message = append(p.message, c)
 		}
+		if _, ok := c.Checker.(WholeMessageChecker); ok {
+			p.whole = append(p.whole, c)
+		}
 	}
 	return p
 }
@@ -159,7 +163,7 @@ func NewPolicy(checks ...Check) *Policy {
 func (p *Policy) Names() []string {
 	seen := map[string]bool{}
 	var names []string
-	for _, stage := range [][]Check{p.conn, p.helo, p.mail, p.rcpt, p.header, p.body, p.message} {
+	for _, stage := range [][]Check{p.conn, p.helo, p.mail, p.rcpt, p.header, p.body, p.message, p.whole} {
 		for _, c := range stage {
 			if !seen[c.Name] {
 				seen[c.Name] = true
