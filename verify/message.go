@@ -14,7 +14,7 @@ type Message struct {
 	// Header holds the message's header fields in order, unfolded, as
 	// the MTA will get them below the fields smtpgate adds (Received:,
 	// the checks' added fields); fields that header checks IGNOREd are
-	// left out.
+	// left out. Their Raw bytes are valid only during the check's call.
 	Header []Header
 	// Body returns a reader of the body from its first byte; each call
 	// returns a new reader, so several checks can read it. Lines end in
