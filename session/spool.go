@@ -151,8 +151,12 @@ func (s *Session) headerFields(hdr []byte) []verify.Header {
 	return fields
 }
 
-// spoolBufs are the memory parts of spools, reused across messages.
-var spoolBufs = sync.Pool{New: func() any { return new([]byte) }}
+// spoolBufs are the memory parts of spools, and spoolWriters the
+// buffers in front of their files, reused across messages.
+var (
+	spoolBufs    = sync.Pool{New: func() any { return new([]byte) }}
+	spoolWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+)
 
 // spool holds a message body: up to max bytes in memory, the rest in a
 // temporary file whose name is removed as soon as it is created, so
@@ -217,7 +221,8 @@ func (sp *spool) spill() error {
 		return err
 	}
 	sp.f = f
-	sp.fw = bufio.NewWriterSize(f, 64<<10)
+	sp.fw = spoolWriters.Get().(*bufio.Writer)
+	sp.fw.Reset(f)
 	return nil
 }
 
@@ -261,6 +266,8 @@ func (sp *spool) Close() error {
 	var err error
 	if sp.f != nil {
 		err = sp.f.Close()
+		sp.fw.Reset(nil)
+		spoolWriters.Put(sp.fw)
 		sp.f, sp.fw, sp.fsize = nil, nil, 0
 	}
 	if sp.mem != nil {
