@@ -276,9 +276,10 @@ func afterReceived(data string) (string, bool) {
 	}
 }
 
-// openFiles returns how many files this process has open and how many of
-// them are (or were) in dir; a spool's file shows as "dir/name (deleted)".
-func openFiles(t testing.TB, dir string) (total, inDir int) {
+// openFiles returns how many files this process has open, how many of
+// them are (or were) in dir, and how many of those have no name any more
+// ("dir/name (deleted)").
+func openFiles(t testing.TB, dir string) (total, inDir, unlinked int) {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -292,19 +293,22 @@ func openFiles(t testing.TB, dir string) (total, inDir int) {
 		total++
 		if strings.HasPrefix(target, dir+string(filepath.Separator)) {
 			inDir++
+			if strings.HasSuffix(target, " (deleted)") {
+				unlinked++
+			}
 		}
 	}
-	return total, inDir
+	return total, inDir, unlinked
 }
 
 // waitFiles polls until ok holds for the open files; the guard is against
 // a hang, not a timing assertion.
-func waitFiles(t testing.TB, dir string, what string, ok func(total, inDir int) bool) {
+func waitFiles(t testing.TB, dir string, what string, ok func(total, inDir, unlinked int) bool) {
 	t.Helper()
 	guard := time.Now().Add(20 * time.Second)
 	for {
-		total, inDir := openFiles(t, dir)
-		if ok(total, inDir) {
+		total, inDir, unlinked := openFiles(t, dir)
+		if ok(total, inDir, unlinked) {
 			return
 		}
 		if time.Now().After(guard) {
@@ -366,7 +370,9 @@ func TestSpoolMemoryBounded(t *testing.T) {
 			t.Fatalf("client write: %v", err)
 		}
 	}
-	waitFiles(t, dir, "the spool file", func(_, inDir int) bool { return inDir == 1 })
+	// The name is removed right after the file was made: wait for
+	// that, then the directory must stay empty.
+	waitFiles(t, dir, "the spool file", func(_, _, unlinked int) bool { return unlinked == 1 })
 	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
 		t.Errorf("spool directory during the spool: %d names (%v), want none", len(ents), err)
 	}
@@ -381,7 +387,7 @@ func TestSpoolMemoryBounded(t *testing.T) {
 		t.Errorf("heap grew by %d KiB while spooling 50 MB, want < 4 MiB", growth>>10)
 	}
 	// The file is closed before the reply is sent.
-	if _, inDir := openFiles(t, dir); inDir != 0 {
+	if _, inDir, _ := openFiles(t, dir); inDir != 0 {
 		t.Errorf("%d spool files still open after the reply", inDir)
 	}
 	c.expect("QUIT", 221, "")
@@ -428,7 +434,7 @@ func TestSpoolFreedOnEveryPath(t *testing.T) {
 		{name: "client gone", run: func(t *testing.T, c *client, dir string) {
 			c.expect("DATA", 354, "")
 			c.send(sig)
-			waitFiles(t, dir, "the spool file", func(_, inDir int) bool { return inDir == 1 })
+			waitFiles(t, dir, "the spool file", func(_, _, unlinked int) bool { return unlinked == 1 })
 		}},
 		{name: "MTA refuses the message", mta: func(m *fakeMTA) {
 			m.dataHook = func(_ *smtp.Conn, r io.Reader) error {
@@ -484,7 +490,7 @@ func TestSpoolFreedOnEveryPath(t *testing.T) {
 			tc.o.policy = policy(verify.Enforce, &wholeCheck{reject: "TEST-SIGNATURE"})
 			tc.o.spoolDir, tc.o.spoolMemoryBytes = dir, 4096
 			g := startGate(t, m, tc.o)
-			before, _ := openFiles(t, dir)
+			before, _, _ := openFiles(t, dir)
 
 			c := dialGate(t, g)
 			c.expect("EHLO client.test", 250, "")
@@ -492,7 +498,7 @@ func TestSpoolFreedOnEveryPath(t *testing.T) {
 			tc.run(t, c, dir)
 			c.nc.Close()
 			g.pl.wg.Wait()
-			waitFiles(t, dir, "the session's files to close", func(total, inDir int) bool { return inDir == 0 && total <= before })
+			waitFiles(t, dir, "the session's files to close", func(total, inDir, _ int) bool { return inDir == 0 && total <= before })
 			if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
 				t.Errorf("spool directory: %d names (%v), want none", len(ents), err)
 			}
@@ -512,5 +518,33 @@ func TestSpoolFreedOnEveryPath(t *testing.T) {
 				t.Errorf("MTA got %d final dots", n)
 			}
 		})
+	}
+}
+
+// A spool that cannot be made (here: its directory is gone) is our own
+// trouble: 451 4.3.0, nothing reaches the MTA, and the session goes on; a
+// message that fits in memory needs no file and is delivered.
+func TestSpoolDirUnusable(t *testing.T) {
+	m := startMTA(t, nil)
+	gone := filepath.Join(t.TempDir(), "gone")
+	g := startGate(t, m, gateOptions{policy: policy(verify.Enforce, &wholeCheck{}), spoolDir: gone, spoolMemoryBytes: 4096})
+	c := dialGate(t, g)
+	c.expect("EHLO client.test", 250, "")
+	c.envelope("a@example.org", "b@example.com")
+	c.expect("DATA", 354, "")
+	c.send(stuff("Subject: s\r\n\r\n" + strings.Repeat(strings.Repeat("v", 98)+"\r\n", 100)))
+	rep := c.expect("", 451, "4.3.0")
+	if rep.text != "Requested action aborted: local error in processing, try again later" {
+		t.Errorf("reply text %q", rep.text)
+	}
+	c.envelope("a@example.org", "b@example.com")
+	c.expect("DATA", 354, "")
+	c.send(stuff(testMsg))
+	c.expect("", 250, "2.0.0")
+	c.expect("QUIT", 221, "")
+	m.waitIdle(t)
+	txns := m.transactions()
+	if len(txns) != 2 || txns[0].DataStarted || !txns[1].Complete {
+		t.Errorf("MTA transactions: first must have no DATA, second complete: %+v", txns)
 	}
 }
