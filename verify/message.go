@@ -10,11 +10,13 @@ const StageMessage = "message"
 
 // Message is a whole received message, as a check that needs all of it
 // (a content filter, a DKIM signer) sees it before the MTA gets any of it.
+// The fields' Raw bytes and the body's readers are valid only during the
+// check's call: the message is freed once it was answered.
 type Message struct {
 	// Header holds the message's header fields in order, unfolded, as
 	// the MTA will get them below the fields smtpgate adds (Received:,
 	// the checks' added fields); fields that header checks IGNOREd are
-	// left out. Their Raw bytes are valid only during the check's call.
+	// left out.
 	Header []Header
 	// Body returns a reader of the body from its first byte; each call
 	// returns a new reader, so several checks can read it. Lines end in
