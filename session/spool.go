@@ -194,6 +194,9 @@ func (sp *spool) Write(p []byte) (int, error) {
 			limit = DefaultSpoolMemoryBytes
 		}
 		if m := *sp.mem; int64(len(m)+len(p)) <= limit {
+			if len(m)+len(p) > cap(m) {
+				m = grow(m, len(p), limit)
+			}
 			*sp.mem = append(m, p...)
 			return len(p), nil
 		}
@@ -208,6 +211,20 @@ func (sp *spool) Write(p []byte) (int, error) {
 		sp.err = &spoolError{err}
 	}
 	return n, sp.err
+}
+
+// grow returns b with room for n more bytes: twice the room, up to limit,
+// so that filling the memory part leaves about as much garbage as it
+// holds (append grows large slices by a quarter, which left five times as
+// much).
+func grow(b []byte, n int, limit int64) []byte {
+	c := max(2*cap(b), len(b)+n, 16<<10)
+	if int64(c) > limit {
+		c = int(limit)
+	}
+	nb := make([]byte, len(b), c)
+	copy(nb, b)
+	return nb
 }
 
 // spill opens the temporary file that takes what does not fit in memory.
