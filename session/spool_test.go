@@ -548,3 +548,45 @@ func TestSpoolDirUnusable(t *testing.T) {
 		t.Errorf("MTA transactions: first must have no DATA, second complete: %+v", txns)
 	}
 }
+
+// discardCheck discards every message at the whole-message stage.
+type discardCheck struct{}
+
+func (discardCheck) CheckWholeMessage(context.Context, *verify.Client, *verify.Envelope, *verify.Message) verify.Result {
+	return verify.Result{Action: verify.Discard, Reply: contentRefusal, Evidence: "test"}
+}
+
+// A whole-message check in warn mode lets the message through; one that
+// discards answers 250 and the MTA gets no DATA (its transaction is
+// reset).
+func TestSpoolWarnAndDiscard(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		check    any
+		mode     verify.Mode
+		wantData bool
+	}{
+		{"warn", &wholeCheck{reject: "Hello"}, verify.Warn, true},
+		{"discard", discardCheck{}, verify.Enforce, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startMTA(t, nil)
+			g := startGate(t, m, gateOptions{policy: policy(tc.mode, tc.check), spoolDir: t.TempDir()})
+			c := dialGate(t, g)
+			c.expect("EHLO client.test", 250, "")
+			c.envelope("a@example.org", "b@example.com")
+			c.expect("DATA", 354, "")
+			c.send(stuff(testMsg))
+			c.expect("", 250, "2.0.0")
+			c.expect("QUIT", 221, "")
+			m.waitIdle(t)
+			txns := m.transactions()
+			if len(txns) != 1 || txns[0].DataStarted != tc.wantData || txns[0].Complete != tc.wantData {
+				t.Fatalf("MTA transactions (want DATA: %v): %+v", tc.wantData, txns)
+			}
+			if tc.wantData && !bytes.HasSuffix(txns[0].Data, []byte(testMsg)) {
+				t.Errorf("MTA got %q", txns[0].Data)
+			}
+		})
+	}
+}
