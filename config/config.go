@@ -176,7 +176,13 @@ type Limits struct {
 	// shorter, while the session holds a connection to the MTA (one of its
 	// processes): a client quiet for longer gets 421 4.4.2.
 	TransactionIdleTimeout Duration `yaml:"transaction_idle_timeout"`
-	EdgeLimits             `yaml:",inline"`
+	// SpoolMemoryBytes and SpoolDir are for spool mode (a check needs the
+	// whole message): that much of a body is held in memory, the rest in
+	// a temporary file in SpoolDir ("": the OS's temporary directory).
+	SpoolMemoryBytes int64  `yaml:"spool_memory_bytes"`
+	SpoolDir         string `yaml:"spool_dir"`
+
+	EdgeLimits `yaml:",inline"`
 }
 
 // Log configures logging.
@@ -213,6 +219,8 @@ const (
 	DefaultMaxRecipients   = 1000
 	DefaultMaxLineLength   = 4096
 	DefaultMaxHeaderBytes  = 1 << 20
+
+	DefaultSpoolMemoryBytes = 1 << 20
 	// Not above Exim's smtp_accept_queue_per_connection (10: later messages
 	// are queued without immediate delivery), OpenSMTPD's max-mails (100)
 	// and Exim's smtp_accept_max_per_connection (1000).
@@ -339,6 +347,9 @@ func (c *Config) setDefaults() {
 	}
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.SpoolMemoryBytes == 0 {
+		l.SpoolMemoryBytes = DefaultSpoolMemoryBytes
 	}
 	// RFC 5321 §4.5.3.2.7: a server SHOULD wait at least 5 minutes for the
 	// next command; §4.5.3.2.6 DATA termination: 10 minutes.
@@ -652,6 +663,16 @@ func (c *Config) validate(v *validator) {
 	if l.MaxRecipients > 0 && l.MaxRecipients < 100 {
 		// RFC 5321 §4.5.3.1.8: at least 100 recipients MUST be accepted.
 		v.errorf("limits.max_recipients", "%d is below the 100 that RFC 5321 §4.5.3.1.8 requires", l.MaxRecipients)
+	}
+	if l.SpoolMemoryBytes < 0 {
+		v.errorf("limits.spool_memory_bytes", "must be positive")
+	}
+	if l.SpoolDir != "" {
+		if fi, err := os.Stat(l.SpoolDir); err != nil {
+			v.errorf("limits.spool_dir", "%v", err)
+		} else if !fi.IsDir() {
+			v.errorf("limits.spool_dir", "%s is not a directory", l.SpoolDir)
+		}
 	}
 	if l.MaxLineLength < 1000 {
 		// RFC 5321 §4.5.3.1.6: a text line may be 1000 octets.

@@ -61,6 +61,9 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"hostname: mx.example.com\npostmaster: nobody\n", []string{"t.yaml:2: postmaster: \"nobody\""}},
 		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_messages: -1\n", []string{"t.yaml:4: upstream.pool.max_messages"}},
 		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_age: -1s\n", []string{"t.yaml:4:", "not a duration"}},
+		{"hostname: mx.example.com\nlimits:\n  spool_memory_bytes: -1\n", []string{"t.yaml:3: limits.spool_memory_bytes"}},
+		{"hostname: mx.example.com\nlimits:\n  spool_dir: /nonexistent/spool\n", []string{"t.yaml:3: limits.spool_dir"}},
+		{"hostname: mx.example.com\nlimits:\n  spool_dir: ../config.example.yaml\n", []string{"t.yaml:3: limits.spool_dir", "not a directory"}},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml), "t.yaml")

@@ -175,5 +175,5 @@ func Build(chain []Spec, env *Env) (*Policy, error) {
 // joinsAStage reports whether k implements at least one stage interface.
 func joinsAStage(k Checker) bool {
 	return is[ConnChecker](k) || is[HeloChecker](k) || is[MailChecker](k) || is[RcptChecker](k) ||
-		is[HeaderChecker](k) || is[BodyChecker](k) || is[MessageChecker](k)
+		is[HeaderChecker](k) || is[BodyChecker](k) || is[MessageChecker](k) || is[WholeMessageChecker](k)
 }

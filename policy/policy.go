@@ -154,6 +154,7 @@ const (
 	headerStage
 	bodyStage
 	messageStage
+	wholeStage
 	nStages
 )
 
@@ -188,6 +189,7 @@ func NewPolicy(checks ...Check) *Policy {
 			headerStage:  is[HeaderChecker](k),
 			bodyStage:    is[BodyChecker](k),
 			messageStage: is[MessageChecker](k),
+			wholeStage:   is[WholeMessageChecker](k),
 		} {
 			if ok {
 				p.stages[st] = append(p.stages[st], i)

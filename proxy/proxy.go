@@ -245,6 +245,7 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 		Limiter:         s.lim,
 		Metrics:         s.met,
 	}
+	b.st.SpoolMemoryBytes, b.st.SpoolDir = cfg.Limits.SpoolMemoryBytes, cfg.Limits.SpoolDir
 	return b, nil
 }
 

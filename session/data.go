@@ -42,7 +42,9 @@ var lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64
 // Data receives the message. The header block is held until the header
 // checks ran; then DATA goes to the MTA with our Received: field in front
 // and the body streams through, line by line, with bounded memory. The
-// client hears 250 only after the MTA said 250 for the same bytes.
+// client hears 250 only after the MTA said 250 for the same bytes. When a
+// check needs the whole message the body is spooled instead, and the MTA
+// gets the message only after every verdict (spool.go).
 func (s *Session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -62,6 +64,9 @@ func (s *Session) Data(r io.Reader) error {
 		br.Reset(nil)
 		lineReaders.Put(br)
 	}()
+	if s.st.Policy.NeedsWholeMessage() {
+		return s.spoolData(br) // spool.go
+	}
 
 	// Without header checks nothing can refuse the message before the
 	// MTA sees it: send DATA at once, so that the MTA's 354 travels while
@@ -123,6 +128,12 @@ func (s *Session) Data(r io.Reader) error {
 		}
 		return smtpError(d.Result.Reply)
 	}
+	return s.endData(size)
+}
+
+// endData sends the final dot and passes the MTA's verdict on the message
+// (size bytes) to the client.
+func (s *Session) endData(size int64) error {
 	rep, err := s.tx.Commit(s.ctx)
 	if err != nil {
 		// The MTA may or may not have the message: the client must

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"context"
 	"runtime"
 	"strings"
 	"sync"
@@ -124,4 +125,64 @@ func BenchmarkDataStreaming(b *testing.B) {
 	}
 	b.StopTimer()
 	c.expect("QUIT", 221, "")
+}
+
+// passCheck is a whole-message check that passes everything without
+// reading: what spool mode itself costs.
+type passCheck struct{}
+
+func (passCheck) Name() string { return "pass" }
+
+func (passCheck) CheckWholeMessage(context.Context, *policy.Client, *policy.Envelope, *policy.Message) policy.Result {
+	return policy.Result{}
+}
+
+// BenchmarkDataSpool is BenchmarkDataStreaming in spool mode (a
+// whole-message check is configured): the body held in memory, or all
+// but 4 KiB of it in the temporary file.
+func BenchmarkDataSpool(b *testing.B) {
+	table, err := table.ParseRegexpTable(strings.NewReader(
+		"/^Subject:.*viagra/\tREJECT no spam\n"+
+			"/^X-Spam-Flag: YES/\tDISCARD\n"+
+			"/^Content-Type:.*application\\/x-msdownload/\tREJECT no executables\n"+
+			"/^X-Mailer: SpamBot/\tREJECT\n"), "header_checks")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc, err := content.NewHeaderChecks(table)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := policy.NewPolicy(
+		policy.Check{Mode: policy.Enforce, Checker: hc},
+		policy.Check{Mode: policy.Enforce, Checker: passCheck{}},
+	)
+	header := "From: a@example.org\r\nTo: b@example.com\r\nSubject: benchmark\r\n" +
+		"Message-ID: <1@example.org>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+	const size = 1 << 20
+	msgLen := len(header) + (size+len(bodyChunk)-1)/len(bodyChunk)*len(bodyChunk)
+	for _, bc := range []struct {
+		name   string
+		memory int64
+	}{{"memory", 8 << 20}, {"file", 4 << 10}} {
+		b.Run(bc.name, func(b *testing.B) {
+			m := startMTA(b, func(m *fakeMTA) { m.discard = true })
+			g := startGate(b, m, gateOptions{policy: p, spoolDir: b.TempDir(), spoolMemoryBytes: bc.memory})
+			c := dialGate(b, g)
+			c.expect("EHLO client.test", 250, "")
+			b.SetBytes(int64(msgLen))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				c.envelope("a@example.org", "b@example.com")
+				c.expect("DATA", 354, "")
+				c.send(header)
+				sendBody(c, size)
+				c.expect("", 250, "2.0.0")
+			}
+			b.StopTimer()
+			c.expect("QUIT", 221, "")
+		})
+	}
 }

@@ -39,6 +39,11 @@ type Settings struct {
 	MaxHeaderBytes int
 	// DataTimeout bounds the wait for each piece of a DATA body.
 	DataTimeout time.Duration
+	// SpoolMemoryBytes and SpoolDir are for spool mode (spool.go): how
+	// much of a body is held in memory (0: DefaultSpoolMemoryBytes) and
+	// where the temporary file for the rest is made ("": the OS's).
+	SpoolMemoryBytes int64
+	SpoolDir         string
 	// DelayReject reports HELO and MAIL refusals at RCPT, as Postfix's
 	// smtpd_delay_reject, so that the log names the recipient and clients
 	// that ignore MAIL errors still get refused.

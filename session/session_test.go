@@ -292,6 +292,10 @@ type gateOptions struct {
 	// as offer says.
 	extensions bool
 	offer      func(kw string) bool
+	// spoolDir and spoolMemoryBytes are limits.spool_dir and
+	// limits.spool_memory_bytes.
+	spoolDir         string
+	spoolMemoryBytes int64
 }
 
 func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
@@ -324,6 +328,7 @@ func startGate(t testing.TB, m *fakeMTA, o gateOptions) *gate {
 		Postmaster:     o.postmaster,
 		Logger:         slog.New(slog.DiscardHandler),
 	}
+	st.SpoolDir, st.SpoolMemoryBytes = o.spoolDir, o.spoolMemoryBytes
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
