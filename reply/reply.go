@@ -7,7 +7,6 @@ package reply
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -62,29 +61,28 @@ func (r Reply) Permanent() bool { return r.Code/100 == 5 }
 // §3.8), whatever command it answered.
 func (r Reply) Closing() bool { return r.Code == 421 }
 
-var refusalRe = regexp.MustCompile(`^([245]\d\d) ([245])\.(\d{1,3})\.(\d{1,3}) (\S.*)$`)
-
 // ParseRefusal parses an operator's reply, "550 5.7.1 text", as a check's
 // reply override takes it: a 4xx or 5xx code, an enhanced code of the same
 // class (RFC 3463 §2) and text.
 func ParseRefusal(s string) (Reply, error) {
-	m := refusalRe.FindStringSubmatch(strings.TrimSpace(s))
-	if m == nil {
-		return Reply{}, fmt.Errorf("%q: want \"CODE X.Y.Z text\", e.g. \"550 5.7.1 Relay access denied\"", s)
+	syntax := fmt.Errorf("%q: want \"CODE X.Y.Z text\", e.g. \"550 5.7.1 Relay access denied\"", s)
+	codeStr, rest, _ := strings.Cut(strings.TrimSpace(s), " ")
+	code, err := strconv.Atoi(codeStr)
+	if err != nil || len(codeStr) != 3 || codeStr[0] < '2' || codeStr[0] > '5' {
+		return Reply{}, syntax
 	}
-	var r Reply
-	r.Code, _ = strconv.Atoi(m[1])
-	for i := 0; i < 3; i++ {
-		r.Enhanced[i], _ = strconv.Atoi(m[2+i])
+	enh, text, _ := strings.Cut(rest, " ")
+	e, err := ParseEnhanced(enh)
+	if err != nil || strings.TrimSpace(text) == "" || text[0] == ' ' {
+		return Reply{}, syntax
 	}
-	r.Text = m[5]
-	if r.Code/100 != r.Enhanced[0] {
-		return Reply{}, fmt.Errorf("%q: reply code %d and enhanced code class %d differ", s, r.Code, r.Enhanced[0])
+	if code/100 != e[0] {
+		return Reply{}, fmt.Errorf("%q: reply code %d and enhanced code class %d differ", s, code, e[0])
 	}
-	if r.Code < 400 {
+	if code < 400 {
 		return Reply{}, fmt.Errorf("%q: a refusal needs a 4xx or 5xx code", s)
 	}
-	return r, nil
+	return Reply{Code: code, Enhanced: e, Text: text}, nil
 }
 
 // ParseEnhanced parses an enhanced status code, "class.subject.detail"
