@@ -233,3 +233,36 @@ func TestScaleOutSharedRedis(t *testing.T) {
 	}
 	mta.settle(t)
 }
+
+// TestScaleOutSharedProbeCache: with recipients.verify: upstream and one
+// Redis, the probe node A made for an unknown recipient answers node B
+// from the shared cache: 550 5.1.1 on both, and Postfix's log shows one
+// probe. (Each node on its own would probe again.)
+func TestScaleOutSharedProbeCache(t *testing.T) {
+	srv := redistest.Start(t)
+	extra := "recipients:\n  verify: upstream\nstore:\n  redis:\n    address: " + srv.Addr + "\n    timeout: 1s\n"
+	a := startGate(t, extra)
+	b := startGate(t, extra)
+	nobody := newToken("nobody") + "@example.com"
+	want := "550 5.1.1 <" + nobody + ">: Recipient address rejected: User unknown\r\n"
+	probes := 0
+	for i, g := range []*gate{a, b} {
+		if i == 1 {
+			probes = mtaLogCount(t, "<"+nobody+">")
+			if probes == 0 {
+				t.Fatalf("Postfix's log does not show node A's probe for %s", nobody)
+			}
+		}
+		c := dial(t, g.addr)
+		c.must("EHLO client.example.org", 250)
+		c.must("MAIL FROM:<someone@example.org>", 250)
+		if _, text := c.cmd("RCPT TO:<" + nobody + ">"); text != want {
+			t.Fatalf("node %d: RCPT %q, want %q", i+1, text, want)
+		}
+		c.must("QUIT", 221)
+	}
+	decision(t, b, "check=unknown_recipient", "rcpt="+nobody, "cached probe")
+	if n := mtaLogCount(t, "<"+nobody+">"); n != probes {
+		t.Errorf("Postfix's log names %s %d times after node B, %d after node A: node B probed again", nobody, n, probes)
+	}
+}
