@@ -266,3 +266,46 @@ func TestScaleOutSharedProbeCache(t *testing.T) {
 		t.Errorf("Postfix's log names %s %d times after node B, %d after node A: node B probed again", nobody, n, probes)
 	}
 }
+
+// redisRoundTrips counts the round trips smtpgate made to srv, from
+// INFO commandstats: one per script (EVALSHA, EVAL), GET, DEL and
+// MULTI...EXEC (counted by its EXEC).
+func redisRoundTrips(t *testing.T, srv *redistest.Server) int {
+	t.Helper()
+	stats := srv.Info("commandstats")
+	n := 0
+	for _, c := range []string{"evalsha", "eval", "get", "del", "exec", "ping"} {
+		m := regexp.MustCompile(`calls=(\d+)`).FindStringSubmatch(stats["cmdstat_"+c])
+		if m != nil {
+			v, _ := strconv.Atoi(m[1])
+			n += v
+		}
+	}
+	return n
+}
+
+// TestScaleOutRedisRoundTrips measures the Redis round trips per accepted
+// message with every rate limit on (connection_rate_per_ip,
+// messages_per_ip, recipients_per_ip, recipients_per_sender): one per
+// bucket, so 4 for a connection with one message to one recipient.
+func TestScaleOutRedisRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	mta.clearMailboxes()
+	g := startGate(t, "limits:\n  connection_rate_per_ip: 1000/1m\n  messages_per_ip: 1000/1m\n  recipients_per_ip: 1000/1m\n  recipients_per_sender: 1000/1m\nstore:\n  redis:\n    address: "+srv.Addr+"\n    timeout: 1s\n")
+	sendEach(t, g.addr, "127.0.0.11", 1) // the scripts are loaded (EVAL once each)
+	const n = 20
+	before := redisRoundTrips(t, srv)
+	replies := sendEach(t, g.addr, "127.0.0.11", n)
+	after := redisRoundTrips(t, srv)
+	for i, r := range replies {
+		if !strings.HasPrefix(r, "250 ") {
+			t.Fatalf("message %d: RCPT %q", i+1, r)
+		}
+	}
+	per := float64(after-before) / n
+	t.Logf("Redis round trips per accepted message (every rate limit on, a connection per message, one recipient): %.2f", per)
+	if per != 4 {
+		t.Errorf("%.2f round trips per message, want 4 (one per bucket)", per)
+	}
+	mta.settle(t)
+}
