@@ -186,3 +186,30 @@ func TestNewRedisURL(t *testing.T) {
 		t.Error("no address was accepted")
 	}
 }
+
+// BenchmarkRedisTake is Take against a real redis-server on loopback,
+// from parallel callers over 1024 buckets (one round trip each).
+func BenchmarkRedisTake(b *testing.B) {
+	srv := redistest.Start(b)
+	r, err := NewRedis(RedisOptions{Addresses: []string{srv.Addr}, Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	lim := PerPeriod(1000000, time.Second)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = "rate:conn:1000000/1s:192.0.2." + strconv.Itoa(i) + "/32"
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := r.Take(bg, keys[i%len(keys)], lim, 1); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+}
