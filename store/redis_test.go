@@ -188,7 +188,7 @@ func TestNewRedisURL(t *testing.T) {
 }
 
 // BenchmarkRedisTake is Take against a real redis-server on loopback,
-// from parallel callers over 1024 buckets (one round trip each).
+// from 32 parallel callers over 1024 buckets (one round trip each).
 func BenchmarkRedisTake(b *testing.B) {
 	srv := redistest.Start(b)
 	r, err := NewRedis(RedisOptions{Addresses: []string{srv.Addr}, Timeout: time.Second})
@@ -202,6 +202,7 @@ func BenchmarkRedisTake(b *testing.B) {
 		keys[i] = "rate:conn:1000000/1s:192.0.2." + strconv.Itoa(i) + "/32"
 	}
 	b.ReportAllocs()
+	b.SetParallelism(16) // 16 callers per core: sessions wait on Redis concurrently
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
