@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/base64"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/smtpgate/smtpgate/config"
+	"github.com/smtpgate/smtpgate/store"
 	"github.com/smtpgate/smtpgate/store/redistest"
 )
 
@@ -186,5 +189,49 @@ func TestSharedStoreDownAuthKeepsLocalLimiter(t *testing.T) {
 	cb.cmd("EHLO ok.example.org")
 	if l := cb.cmd(right); !strings.HasPrefix(l, "235 2.") {
 		t.Fatalf("node B, Redis down: %q", l)
+	}
+}
+
+// A reload that adds store.redis moves the rate buckets to Redis for new
+// sessions; one that changes it (another key_prefix) makes a new client
+// and closes the old one, which a session in flight may still use: that
+// is not logged as an outage.
+func TestSharedStoreReload(t *testing.T) {
+	srv := redistest.Start(t)
+	s, a, logs := startServer(t, "", "limits:\n  recipients_per_ip: 1/1h\n")
+	cfg := s.cfg.Load()
+	next := *cfg
+	next.Store.Redis.Address = srv.Addr
+	next.Store.Redis.Timeout = config.Duration(2 * time.Second)
+	if err := s.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	first := s.shared.Load()
+	if first == nil {
+		t.Fatal("no shared store after the reload")
+	}
+	c := dialT(t, a)
+	c.reply()
+	c.cmd("EHLO ok.example.org")
+	c.cmd("MAIL FROM:<a@example.org>")
+	if l := c.cmd("RCPT TO:<bob@example.com>"); !strings.HasPrefix(l, "250 ") {
+		t.Fatalf("rcpt: %q", l)
+	}
+	if r := srv.Do("EXISTS", "smtpgate:{rate:rcpt:1/1h0m0s:127.0.0.1/32}"); r != ":1" {
+		t.Fatalf("the bucket is not in Redis after the reload: EXISTS %s", r)
+	}
+	again := next
+	again.Store.Redis.KeyPrefix = "other:"
+	if err := s.Reload(&again); err != nil {
+		t.Fatal(err)
+	}
+	if s.shared.Load() == first {
+		t.Fatal("store.redis changed but the client was kept")
+	}
+	if _, err := first.Take(context.Background(), "k", store.PerPeriod(1, time.Hour), 1); err == nil {
+		t.Fatal("the replaced client still answers")
+	}
+	if first.Health() != nil || strings.Contains(logs.String(), "shared state store unavailable") {
+		t.Fatalf("a closed, replaced client was taken for an outage: %v\n%s", first.Health(), logs)
 	}
 }

@@ -187,6 +187,11 @@ func (r *Redis) begin(ctx context.Context) (context.Context, func(error) error, 
 		if probe {
 			defer r.probing.Store(false)
 		}
+		if errors.Is(err, redis.ErrClosed) {
+			// A store a reload replaced, still used by a session in
+			// flight: not an outage of the server.
+			return fmt.Errorf("store: redis: %w", err)
+		}
 		if err == nil || errors.Is(err, redis.Nil) || isReplyError(err) {
 			if r.downUntil.Swap(0) != 0 {
 				r.logger.Info("shared state store reachable again", "check", "store", "store", "redis")
