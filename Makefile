@@ -1,6 +1,6 @@
 # smtpgate's build, test and demo.
 #
-#   make deps    install what the tests need (postfix, swaks; Debian/Ubuntu, as root)
+#   make deps    install what the tests need (postfix, swaks, haproxy, redis-server; Debian/Ubuntu, as root)
 #                and fetch the Exim and OpenSMTPD packages they run into a cache
 #                (integration/mta.sh fetch; never installed)
 #   make build   bin/smtpgate
@@ -29,7 +29,7 @@ go-present:
 		echo "       e.g. export PATH=\$$PATH:/usr/local/go/bin" >&2; \
 		exit 1; }
 
-# deps installs postfix, swaks and haproxy (and a C compiler, which go test -race
+# deps installs postfix, swaks, haproxy and redis-server (and a C compiler, which go test -race
 # needs) when they are missing. The system Postfix is installed with "No
 # configuration" and is never started: the tests and the demo run their own
 # private instances on loopback ports (integration/postfix.sh). Then it
@@ -43,10 +43,11 @@ deps: go-present
 	have postfix || missing="$$missing postfix"; \
 	have swaks || missing="$$missing swaks"; \
 	have haproxy || missing="$$missing haproxy"; \
+	have redis-server || missing="$$missing redis-server"; \
 	have gcc || missing="$$missing gcc libc6-dev"; \
 	have unshare || missing="$$missing util-linux"; \
 	if [ -z "$$missing" ]; then \
-		echo "deps: postfix, swaks, haproxy and gcc are installed"; \
+		echo "deps: postfix, swaks, haproxy, redis-server and gcc are installed"; \
 	else \
 		echo "deps: installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then \
@@ -73,6 +74,7 @@ deps: go-present
 		fi; \
 		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
 			systemctl disable --now postfix >/dev/null 2>&1 || true; \
+			systemctl disable --now redis-server >/dev/null 2>&1 || true; \
 		fi; \
 	fi; \
 	echo "deps: Exim and OpenSMTPD packages for the tests (cached; fetched when missing)"; \

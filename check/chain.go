@@ -25,6 +25,7 @@ import (
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/dns"
 	"github.com/smtpgate/smtpgate/policy"
+	"github.com/smtpgate/smtpgate/store"
 )
 
 // Chain is every check, in order.
@@ -57,10 +58,12 @@ type Deps struct {
 	// OwnIPs are our listener addresses, for forged_helo.
 	OwnIPs []netip.Addr
 	Logger *slog.Logger
+	// Store is the state shared with other nodes (store.redis), or nil.
+	Store store.Store
 }
 
 // Build makes the Policy that cfg describes, loading the tables it names
 // (errors name file and line).
 func Build(cfg *config.Config, deps Deps) (*policy.Policy, error) {
-	return policy.Build(Chain, &policy.Env{Config: cfg, Resolver: deps.Resolver, Prober: deps.Prober, OwnIPs: deps.OwnIPs, Logger: deps.Logger})
+	return policy.Build(Chain, &policy.Env{Config: cfg, Resolver: deps.Resolver, Prober: deps.Prober, OwnIPs: deps.OwnIPs, Logger: deps.Logger, Store: deps.Store})
 }

@@ -41,6 +41,7 @@ type Config struct {
 	Checks      Checks      `yaml:"checks"`
 	EarlyTalker EarlyTalker `yaml:"early_talker"`
 	Metrics     Metrics     `yaml:"metrics"`
+	Store       Store       `yaml:"store"`
 
 	// Path is the file the configuration was read from.
 	Path string `yaml:"-"`
@@ -238,6 +239,7 @@ const (
 )
 
 func (c *Config) setDefaults() {
+	c.Store.setDefaults()
 	if c.Hostname == "" {
 		c.Hostname, _ = os.Hostname()
 	}
@@ -690,6 +692,7 @@ func (c *Config) validate(v *validator) {
 	}
 	c.Checks.validate(c, v)
 	c.validateEdge(v)
+	c.Store.validate(v)
 }
 
 // ParsePrefix parses a network (10.0.0.0/8) or a single address.

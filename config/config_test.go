@@ -39,6 +39,9 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if e.Limits != c.Limits || eu != cu || e.DNS.Timeout != c.DNS.Timeout || *e.DelayReject != *c.DelayReject || e.Postmaster != c.Postmaster || e.Auth != c.Auth {
 		t.Errorf("config.example.yaml and the built-in defaults differ:\n%+v\n%+v", c.Limits, e.Limits)
 	}
+	if e.Store != c.Store || e.Store.Redis.Timeout.D() != 50*time.Millisecond || e.Store.Redis.Enabled() {
+		t.Errorf("store: example %+v, default %+v", c.Store, e.Store)
+	}
 	if e.Postmaster != "postmaster@example.com" || e.Auth.FailuresPerLoginTotal != 50 {
 		t.Errorf("defaults: postmaster %q, failures_per_login_total %d", e.Postmaster, e.Auth.FailuresPerLoginTotal)
 	}
@@ -58,6 +61,11 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"hostname: mx.example.com\nchecks:\n  spf:\n    reply: \"550 4.7.1 no\"\n", []string{"t.yaml:4: checks.spf.reply"}},
 		{"hostname: mx.example.com\nupstream:\n  timeout: soon\n", []string{"t.yaml:3:", "not a duration"}},
 		{"hostname: mx.example.com\nlog:\n  format: xml\n", []string{"t.yaml:3: log.format"}},
+		{"hostname: mx.example.com\nstore:\n  redis:\n    address: \"redis.example.com\"\n", []string{"t.yaml:4: store.redis.address: \"redis.example.com\": want host:port"}},
+		{"hostname: mx.example.com\nstore:\n  redis:\n    url: \"http://x:6379\"\n", []string{"t.yaml:4: store.redis.url: \"http://x:6379\""}},
+		{"hostname: mx.example.com\nstore:\n  redis:\n    address: \"a:6379\"\n    url: \"redis://a:6379\"\n", []string{"t.yaml:5: store.redis.url: give store.redis.address or store.redis.url, not both"}},
+		{"hostname: mx.example.com\nstore:\n  redis:\n    address: \"a:6379\"\n    timeout: 30s\n", []string{"t.yaml:5: store.redis.timeout:"}},
+		{"hostname: mx.example.com\nstore:\n  redis:\n    address: \"a:1,b:1\"\n    db: 2\n", []string{"t.yaml:5: store.redis.db: a Redis Cluster has database 0 only"}},
 		{"hostname: mx.example.com\npostmaster: nobody\n", []string{"t.yaml:2: postmaster: \"nobody\""}},
 		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_messages: -1\n", []string{"t.yaml:4: upstream.pool.max_messages"}},
 		{"hostname: mx.example.com\nupstream:\n  pool:\n    max_age: -1s\n", []string{"t.yaml:4:", "not a duration"}},

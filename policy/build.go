@@ -13,6 +13,7 @@ import (
 	"github.com/smtpgate/smtpgate/config"
 	"github.com/smtpgate/smtpgate/dns"
 	"github.com/smtpgate/smtpgate/reply"
+	"github.com/smtpgate/smtpgate/store"
 	"github.com/smtpgate/smtpgate/table"
 )
 
@@ -38,6 +39,11 @@ type Env struct {
 	// own_domain_forgery.
 	OwnIPs []netip.Addr
 	Logger *slog.Logger
+	// Store is the state shared with other nodes (store.redis), nil
+	// when each node keeps its own: a check that caches (the recipient
+	// probes) uses it instead of its own memory, and says what a store
+	// error does.
+	Store store.Store
 
 	shared map[string]any
 }

@@ -32,7 +32,11 @@ import (
 // failures from many addresses cannot push out the networks users log in
 // from.
 //
-// Store errors: the lock-out check fails closed (Locked names
+// With a shared store (store.redis), both are store.Failover: the counts
+// are shared, and while the shared store fails this node's memory keeps
+// counting (a guesser is still locked out by what this node sees).
+//
+// Store errors (of this node's own store): the lock-out check fails closed (Locked names
 // limAuthState, so AUTH gets 454 4.7.0, temporary): while the failure
 // counts cannot be read, password guessing would otherwise run
 // unthrottled, and a user can retry later. A failure or a login that
@@ -76,6 +80,13 @@ func newAuthLimiter(perIP, perLogin, perLoginTotal int, window time.Duration) *a
 	l.buckets = store.NewMemory(maxBuckets, clock)
 	l.known = store.NewMemory(maxKnown, clock)
 	return l
+}
+
+// share makes the counts live in shared, with this node's memory
+// answering while it fails (failed is told each failure).
+func (l *authLimiter) share(shared store.Store, failed func(error)) {
+	l.buckets = &store.Failover{Shared: shared, Local: l.buckets, OnError: failed}
+	l.known = &store.Failover{Shared: shared, Local: l.known, OnError: failed}
 }
 
 // ipKey groups IPv6 clients by /64: one host owns at least that much.

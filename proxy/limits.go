@@ -33,8 +33,11 @@ const (
 // recipients per network, recipients per sender); forgetting a bucket
 // only forgives a client some tokens.
 //
-// A store error lets the client through (fails open) and is logged as a
-// warning, at most once per storeWarnEvery: a rate limit spares the MTA,
+// With a shared store (store.redis), this node's memory answers while
+// the shared one fails: the client is limited by what this node sees
+// (store.Failover). An error of this node's own store lets the client
+// through (fails open) and is logged as a warning, at most once per
+// storeWarnEvery: a rate limit spares the MTA,
 // and refusing every client because the limits' state cannot be reached
 // would do more harm than a flood that slips through meanwhile. It is
 // safe for concurrent use.
@@ -45,9 +48,9 @@ type limiter struct {
 	// onReject is told each refusal (metrics).
 	onReject func(limit string)
 
-	// store holds the buckets; mem is the same store when it is this
-	// node's memory (nil for a shared one).
-	store  store.Store
+	// store holds the buckets: this node's memory (mem), or shared
+	// (store.redis) with mem answering while the shared one fails.
+	store  atomic.Pointer[store.Store]
 	mem    *store.Memory
 	logger *slog.Logger
 	// warned is when a store error was last logged (unix ns); suppressed
@@ -84,9 +87,20 @@ func newLimiter(l config.EdgeLimits, exempt func(netip.Addr) bool) *limiter {
 	lim := &limiter{now: time.Now, ips: map[netip.Prefix]*ipState{}}
 	// The clock is read through lim.now, which tests replace.
 	lim.mem = store.NewMemory(bucketsPerIP*l.MaxTrackedIPs, func() time.Time { return lim.now() })
-	lim.store = lim.mem
+	lim.setShared(nil, nil)
 	lim.set(l, exempt)
 	return lim
+}
+
+// setShared makes the buckets live in shared (nil: in this node's memory
+// only). While shared fails, this node's memory counts (so a client is
+// still limited, to what one node sees) and failed is told each failure.
+func (l *limiter) setShared(shared store.Store, failed func(error)) {
+	var st store.Store = l.mem
+	if shared != nil {
+		st = &store.Failover{Shared: shared, Local: l.mem, OnError: failed}
+	}
+	l.store.Store(&st)
 }
 
 // set installs new limits (a reload). A bucket whose rate changed starts
@@ -234,7 +248,7 @@ func bucketKey(kind string, r config.Rate) string {
 // interface carries no context: a shared store bounds its calls with its
 // client's own timeouts.
 func (l *limiter) take(key string, r config.Rate, client netip.Addr, limit string) bool {
-	t, err := l.store.Take(context.Background(), key, store.PerPeriod(r.N, r.Per), 1)
+	t, err := (*l.store.Load()).Take(context.Background(), key, store.PerPeriod(r.N, r.Per), 1)
 	if err != nil {
 		l.storeFailed(limit, client, err)
 		return true

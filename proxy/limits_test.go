@@ -280,8 +280,9 @@ func TestRateLimitsFailOpenOnStoreError(t *testing.T) {
 	})
 	logs := &logBuf{}
 	l.logger = slog.New(slog.NewTextHandler(logs, nil))
-	fs := &flakyStore{Store: l.store}
-	l.store = fs
+	fs := &flakyStore{Store: *l.store.Load()}
+	var st store.Store = fs
+	l.store.Store(&st)
 	a := netip.MustParseAddr("192.0.2.1")
 	key, lim := l.admitIP(a)
 	if lim != "" {
@@ -362,9 +363,10 @@ func startServerPrep(t *testing.T, listen, extra string, prep func(*Server)) (st
 // is passed to the MTA, and the outage is logged once.
 func TestRecipientRateStoreDownLetsMailThrough(t *testing.T) {
 	addr, logs := startServerPrep(t, "  - address: 127.0.0.1:0\n", "limits:\n  recipients_per_ip: 1/1h\n  messages_per_ip: 1/1h\n", func(s *Server) {
-		fs := &flakyStore{Store: s.lim.store}
+		fs := &flakyStore{Store: *s.lim.store.Load()}
 		fs.down.Store(true)
-		s.lim.store = fs
+		var st store.Store = fs
+		s.lim.store.Store(&st)
 	})
 	c := dialT(t, addr)
 	c.reply()

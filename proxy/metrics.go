@@ -31,6 +31,7 @@ type metrics struct {
 	identity        *prometheus.CounterVec
 	dnsSeconds      prometheus.Histogram
 	reloads         *prometheus.CounterVec
+	storeErrors     *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -65,6 +66,11 @@ func newMetrics(s *Server) *metrics {
 	f(m.dnsSeconds)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smtpgate_reloads_total", Help: "Configuration reloads, by result."}, []string{"result"})
 	f(m.reloads)
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smtpgate_store_errors_total", Help: "Calls to the shared state store (store.redis) that failed or were not made while it is down, by use: rate_limits and auth then count on this node, recipient_probes ask the MTA."}, []string{"use"})
+	f(m.storeErrors)
+	for _, u := range []string{useRateLimits, useAuth, useProbes} {
+		m.storeErrors.WithLabelValues(u)
+	}
 	f(dnsCollector{s})
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -174,7 +180,9 @@ func (s *Server) serveMetrics(addr string) error {
 
 // readyz is ready when the MTA accepts a connection and greets with 220,
 // and MTA connections are not being given up for a refused XCLIENT or
-// XFORWARD; the body says how the MTA learns the real client.
+// XFORWARD; the body says how the MTA learns the real client. A shared
+// store (store.redis) that does not answer makes the first line
+// "degraded" (still 200: the node takes mail on its own state).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	addr := s.cfg.Load().Upstream.Address
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
@@ -193,8 +201,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "upstream "+addr+": "+detail, http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ok")
+	storeLine, degraded := s.storeHealth(ctx)
+	if degraded {
+		fmt.Fprintln(w, "degraded")
+	} else {
+		fmt.Fprintln(w, "ok")
+	}
 	fmt.Fprintln(w, detail)
+	if storeLine != "" {
+		fmt.Fprintln(w, storeLine)
+	}
 }
 
 func greets(ctx context.Context, addr string) error {

@@ -28,6 +28,7 @@ import (
 	"github.com/smtpgate/smtpgate/policy"
 	"github.com/smtpgate/smtpgate/reply"
 	"github.com/smtpgate/smtpgate/session"
+	"github.com/smtpgate/smtpgate/store"
 	"github.com/smtpgate/smtpgate/upstream"
 	"github.com/smtpgate/smtpgate/users"
 )
@@ -54,6 +55,11 @@ type Server struct {
 	// authLim outlives reloads: a reload must not reset a lock-out.
 	authLim    *authLimiter
 	authLimKey string
+	// shared is the store.redis store (nil without one), kept across
+	// reloads while store.redis does not change; sharedKey is its
+	// settings.
+	shared    atomic.Pointer[store.Redis]
+	sharedKey string
 
 	lim    *limiter
 	upLim  *upstreamLimiter
@@ -82,8 +88,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s := &Server{Logger: logger, conns: map[*peerConn]struct{}{}}
 	s.ident.s = s
 	s.met = newMetrics(s)
-	// The rate buckets and the AUTH failure counts live in a store
-	// (this node's memory: store.Memory, made by the limiters).
+	// The rate buckets and the AUTH failure counts live in a store:
+	// this node's memory (store.Memory, made by the limiters), and
+	// store.redis when it is configured (install gives it to them).
 	s.lim = newLimiter(cfg.Limits.EdgeLimits, trustedFunc(cfg.RelayNetworks))
 	s.lim.onReject = s.met.limitRejected
 	s.lim.logger = logger
@@ -116,6 +123,8 @@ type built struct {
 	authLimKey string
 	pool       *upstream.Pool
 	poolKey    string
+	shared     *store.Redis
+	sharedKey  string
 }
 
 // install makes b the running parts (s.reloadMu held, or New). A pool that
@@ -125,6 +134,15 @@ func (s *Server) install(b *built) {
 	s.res, s.resKey = b.res, b.resKey
 	s.resMu.Unlock()
 	s.authLim, s.authLimKey = b.authLim, b.authLimKey
+	if old := s.shared.Swap(b.shared); old != nil && old != b.shared {
+		old.Close()
+	}
+	s.sharedKey = b.sharedKey
+	var rate store.Store
+	if b.shared != nil {
+		rate = b.shared
+	}
+	s.lim.setShared(rate, s.storeFailed(useRateLimits))
 	if s.pool != nil && s.pool != b.pool {
 		s.pool.Close()
 	}
@@ -201,8 +219,19 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	pol, err := check.Build(cfg, check.Deps{Resolver: res, Prober: prober, OwnIPs: ownIPs(cfg), Logger: s.Logger})
+	b.shared, b.sharedKey, err = s.sharedStore(cfg)
 	if err != nil {
+		return nil, err
+	}
+	deps := check.Deps{Resolver: res, Prober: prober, OwnIPs: ownIPs(cfg), Logger: s.Logger}
+	if b.shared != nil {
+		deps.Store = observedStore{Store: b.shared, failed: s.storeFailed(useProbes)}
+	}
+	pol, err := check.Build(cfg, deps)
+	if err != nil {
+		if b.shared != nil && b.shared != s.shared.Load() {
+			b.shared.Close()
+		}
 		return nil, err
 	}
 	var auth session.Authenticator
@@ -216,10 +245,13 @@ func (s *Server) build(cfg *config.Config) (*built, error) {
 		}
 		auth = u
 	}
-	b.authLim, b.authLimKey = s.authLim, fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow)
+	b.authLim, b.authLimKey = s.authLim, fmt.Sprint(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow, b.sharedKey)
 	if b.authLim == nil || s.authLimKey != b.authLimKey {
 		b.authLim = newAuthLimiter(cfg.Auth.FailuresPerIP, cfg.Auth.FailuresPerLogin, cfg.Auth.FailuresPerLoginTotal, cfg.Auth.FailureWindow.D())
 		b.authLim.logger = s.Logger
+		if b.shared != nil {
+			b.authLim.share(b.shared, s.storeFailed(useAuth))
+		}
 	}
 	b.pool, b.poolKey = s.upstreamPool(addr, uo, cfg.Upstream.Pool)
 	s.learnMTA(b.pool, cfg.Upstream.ConnectTimeout.D())
@@ -525,5 +557,8 @@ func (s *Server) closePool() {
 	defer s.reloadMu.Unlock()
 	if s.pool != nil {
 		s.pool.Close()
+	}
+	if r := s.shared.Load(); r != nil {
+		r.Close()
 	}
 }

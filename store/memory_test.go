@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 type clock struct{ t time.Time }
@@ -25,93 +20,134 @@ func newTestMemory(max int) (*Memory, *clock) {
 
 var bg = context.Background()
 
-func TestTake(t *testing.T) {
-	lim := PerPeriod(3, time.Minute) // a token every 20s
-	type step struct {
-		advance time.Duration
-		n       int
-		want    Taken
+// A flood of distinct keys never holds more than the bound; expired keys
+// go first, then the least recently written.
+func TestBound(t *testing.T) {
+	m, clk := newTestMemory(1000)
+	lim := PerPeriod(10, time.Minute)
+	for i := 0; i < 100000; i++ {
+		if _, err := m.Take(bg, fmt.Sprint("rate:conn:", i), lim, 1); err != nil {
+			t.Fatal(err)
+		}
+		if n := m.Len(); n > 1000 {
+			t.Fatalf("after %d keys: %d held", i+1, n)
+		}
 	}
-	for _, tc := range []struct {
-		name  string
-		steps []step
-	}{
-		{"a new bucket is full", []step{
-			{0, 0, Taken{OK: true, Remaining: 3}},
-			{0, 3, Taken{OK: true, Remaining: 0}},
-		}},
-		{"empty, then one token per Every", []step{
-			{0, 1, Taken{OK: true, Remaining: 2}},
-			{0, 1, Taken{OK: true, Remaining: 1}},
-			{0, 1, Taken{OK: true, Remaining: 0}},
-			{0, 1, Taken{RetryAfter: 20 * time.Second}},
-			{19 * time.Second, 1, Taken{RetryAfter: time.Second}},
-			{time.Second, 1, Taken{OK: true, Remaining: 0}},
-		}},
-		{"a refused take changes nothing", []step{
-			{0, 2, Taken{OK: true, Remaining: 1}},
-			{0, 2, Taken{RetryAfter: 20 * time.Second, Remaining: 1}},
-			{0, 1, Taken{OK: true, Remaining: 0}},
-		}},
-		{"a peek takes nothing", []step{
-			{0, 3, Taken{OK: true}},
-			{0, 0, Taken{OK: true, Remaining: 0}},
-			{40 * time.Second, 0, Taken{OK: true, Remaining: 2}},
-			{0, 2, Taken{OK: true, Remaining: 0}},
-		}},
-		{"never more than Burst", []step{
-			{0, 1, Taken{OK: true, Remaining: 2}},
-			{time.Hour, 0, Taken{OK: true, Remaining: 3}},
-			{0, 4, Taken{RetryAfter: 20 * time.Second, Remaining: 3}},
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m, clk := newTestMemory(10)
-			for i, s := range tc.steps {
-				clk.advance(s.advance)
-				got, err := m.Take(bg, "rate:test", lim, s.n)
-				if err != nil || got != s.want {
-					t.Fatalf("step %d: Take(%d) = %+v, %v; want %+v", i, s.n, got, err, s.want)
-				}
-			}
-		})
-	}
-}
 
-// Take gives the answers of golang.org/x/time/rate, the token bucket the
-// limits used before they moved here, for the same sequence of takes.
-func TestTakeMatchesXTimeRate(t *testing.T) {
-	for _, r := range []struct {
-		n   int
-		per time.Duration
-	}{{3, time.Minute}, {5, 10 * time.Minute}, {50, 10 * time.Minute}, {200, time.Hour}, {1, time.Second}} {
+	t.Run("expired first", func(t *testing.T) {
 		m, clk := newTestMemory(10)
-		lim := PerPeriod(r.n, r.per)
-		ref := rate.NewLimiter(rate.Every(lim.Every), lim.Burst)
-		rnd := rand.New(rand.NewSource(int64(r.n)))
-		for i := 0; i < 5000; i++ {
-			clk.advance(time.Duration(rnd.Int63n(int64(2 * lim.Every))))
-			got, err := m.Take(bg, "k", lim, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := ref.AllowN(clk.now(), 1); got.OK != want {
-				t.Fatalf("%d/%v, take %d: got %v, x/time/rate says %v", r.n, r.per, i, got.OK, want)
-			}
+		m.Set(bg, "old-long", []byte("x"), time.Hour)
+		m.Set(bg, "new-short", []byte("x"), time.Second)
+		for i := 0; i < 8; i++ {
+			m.Set(bg, fmt.Sprint("fill", i), []byte("x"), time.Hour)
 		}
+		clk.advance(2 * time.Second)
+		m.Set(bg, "one-more", []byte("x"), time.Hour) // the 11th key
+		if n := m.Len(); n > 10 {
+			t.Fatalf("%d keys held, bound 10", n)
+		}
+		if _, ok, _ := m.Get(bg, "old-long"); !ok {
+			t.Error("the oldest live key was evicted while an expired one was there")
+		}
+		if _, ok, _ := m.Get(bg, "new-short"); ok {
+			t.Error("the expired key is still there")
+		}
+	})
+	t.Run("then the least recently written", func(t *testing.T) {
+		m, _ := newTestMemory(10)
+		m.Set(bg, "untouched", []byte("x"), time.Hour)
+		m.Set(bg, "touched", []byte("x"), time.Hour)
+		for i := 0; i < 8; i++ {
+			m.Set(bg, fmt.Sprint("fill", i), []byte("x"), time.Hour)
+		}
+		m.Set(bg, "touched", []byte("y"), time.Hour) // rewritten: now the newest
+		m.Set(bg, "one-more", []byte("x"), time.Hour)
+		if n := m.Len(); n > 10 {
+			t.Fatalf("%d keys held, bound 10", n)
+		}
+		if _, ok, _ := m.Get(bg, "touched"); !ok {
+			t.Error("the rewritten key was evicted")
+		}
+		if _, ok, _ := m.Get(bg, "untouched"); ok {
+			t.Error("the least recently written key was kept")
+		}
+	})
+
+	// Idle expired state goes without waiting for the bound.
+	clk.advance(time.Hour)
+	for i := 0; i < 1000; i++ {
+		m.Set(bg, fmt.Sprint("v", i), nil, time.Hour)
+	}
+	if m.Len() > 1000 {
+		t.Fatalf("%d held", m.Len())
+	}
+	m.SetMax(10)
+	m.Set(bg, "after-shrink", nil, time.Hour)
+	if m.Len() > 10 {
+		t.Fatalf("after SetMax(10): %d held", m.Len())
 	}
 }
 
-func TestTakeInvalid(t *testing.T) {
-	m, _ := newTestMemory(10)
-	for _, tc := range []struct {
-		lim Limit
-		n   int
-	}{{Limit{}, 1}, {Limit{Burst: 1}, 1}, {Limit{Every: time.Second}, 1}, {PerPeriod(1, time.Second), -1}, {PerPeriod(0, time.Second), 1}} {
-		if _, err := m.Take(bg, "k", tc.lim, tc.n); !errors.Is(err, ErrInvalidLimit) {
-			t.Errorf("Take(%+v, %d): %v, want ErrInvalidLimit", tc.lim, tc.n, err)
-		}
+func BenchmarkTake(b *testing.B) {
+	m := NewMemory(100000, nil)
+	lim := PerPeriod(1000, time.Second)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprint("rate:conn:30/1m0s:192.0.2.", i, "/32")
 	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			m.Take(bg, keys[i%len(keys)], lim, 1)
+			i++
+		}
+	})
+}
+
+func BenchmarkTakeNewKeys(b *testing.B) {
+	m := NewMemory(100000, nil)
+	lim := PerPeriod(30, time.Minute)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		m.Take(bg, fmt.Sprint("rate:conn:", i), lim, 1)
+	}
+}
+
+func BenchmarkIncr(b *testing.B) {
+	m := NewMemory(100000, nil)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprint("auth:fail:198.51.100.", i)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			m.Incr(bg, keys[i%len(keys)], 1, 10*time.Minute)
+			i++
+		}
+	})
+}
+
+func BenchmarkGetSet(b *testing.B) {
+	m := NewMemory(100000, nil)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprint("rcpt:probe:user", i, "@example.com")
+	}
+	val := []byte(`{"Code":250,"Enhanced":[2,1,5],"Text":"Ok"}`)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			k := keys[i%len(keys)]
+			if _, ok, _ := m.Get(bg, k); !ok {
+				m.Set(bg, k, val, time.Hour)
+			}
+			i++
+		}
+	})
 }
 
 func TestIncr(t *testing.T) {
@@ -188,204 +224,4 @@ func TestGetSetDelete(t *testing.T) {
 	if err := m.Set(bg, "v", nil, 0); !errors.Is(err, ErrTTL) {
 		t.Fatalf("Set with no TTL: %v", err)
 	}
-}
-
-func TestKindsDoNotMix(t *testing.T) {
-	m, _ := newTestMemory(10)
-	m.Set(bg, "v", []byte("x"), time.Hour)
-	m.Incr(bg, "c", 1, time.Hour)
-	m.Take(bg, "b", PerPeriod(1, time.Hour), 1)
-	if _, err := m.Take(bg, "v", PerPeriod(1, time.Hour), 1); !errors.Is(err, ErrKind) {
-		t.Errorf("Take of a value: %v", err)
-	}
-	if _, err := m.Incr(bg, "b", 1, time.Hour); !errors.Is(err, ErrKind) {
-		t.Errorf("Incr of a bucket: %v", err)
-	}
-	if _, _, err := m.Get(bg, "c"); !errors.Is(err, ErrKind) {
-		t.Errorf("Get of a counter: %v", err)
-	}
-	if err := m.Set(bg, "c", nil, time.Hour); !errors.Is(err, ErrKind) {
-		t.Errorf("Set of a counter: %v", err)
-	}
-}
-
-func TestCancelledContext(t *testing.T) {
-	m, _ := newTestMemory(10)
-	ctx, cancel := context.WithCancel(bg)
-	cancel()
-	_, err1 := m.Take(ctx, "b", PerPeriod(1, time.Hour), 1)
-	_, err2 := m.Incr(ctx, "c", 1, time.Hour)
-	_, _, err3 := m.Get(ctx, "v")
-	err4 := m.Set(ctx, "v", nil, time.Hour)
-	err5 := m.Delete(ctx, "v")
-	for i, err := range []error{err1, err2, err3, err4, err5} {
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("call %d: %v, want context.Canceled", i+1, err)
-		}
-	}
-}
-
-// A flood of distinct keys never holds more than the bound; expired keys
-// go first, then the least recently written.
-func TestBound(t *testing.T) {
-	m, clk := newTestMemory(1000)
-	lim := PerPeriod(10, time.Minute)
-	for i := 0; i < 100000; i++ {
-		if _, err := m.Take(bg, fmt.Sprint("rate:conn:", i), lim, 1); err != nil {
-			t.Fatal(err)
-		}
-		if n := m.Len(); n > 1000 {
-			t.Fatalf("after %d keys: %d held", i+1, n)
-		}
-	}
-
-	t.Run("expired first", func(t *testing.T) {
-		m, clk := newTestMemory(10)
-		m.Set(bg, "old-long", []byte("x"), time.Hour)
-		m.Set(bg, "new-short", []byte("x"), time.Second)
-		for i := 0; i < 8; i++ {
-			m.Set(bg, fmt.Sprint("fill", i), []byte("x"), time.Hour)
-		}
-		clk.advance(2 * time.Second)
-		m.Set(bg, "one-more", []byte("x"), time.Hour) // the 11th key
-		if n := m.Len(); n > 10 {
-			t.Fatalf("%d keys held, bound 10", n)
-		}
-		if _, ok, _ := m.Get(bg, "old-long"); !ok {
-			t.Error("the oldest live key was evicted while an expired one was there")
-		}
-		if _, ok, _ := m.Get(bg, "new-short"); ok {
-			t.Error("the expired key is still there")
-		}
-	})
-	t.Run("then the least recently written", func(t *testing.T) {
-		m, _ := newTestMemory(10)
-		m.Set(bg, "untouched", []byte("x"), time.Hour)
-		m.Set(bg, "touched", []byte("x"), time.Hour)
-		for i := 0; i < 8; i++ {
-			m.Set(bg, fmt.Sprint("fill", i), []byte("x"), time.Hour)
-		}
-		m.Set(bg, "touched", []byte("y"), time.Hour) // rewritten: now the newest
-		m.Set(bg, "one-more", []byte("x"), time.Hour)
-		if n := m.Len(); n > 10 {
-			t.Fatalf("%d keys held, bound 10", n)
-		}
-		if _, ok, _ := m.Get(bg, "touched"); !ok {
-			t.Error("the rewritten key was evicted")
-		}
-		if _, ok, _ := m.Get(bg, "untouched"); ok {
-			t.Error("the least recently written key was kept")
-		}
-	})
-
-	// Idle expired state goes without waiting for the bound.
-	clk.advance(time.Hour)
-	for i := 0; i < 1000; i++ {
-		m.Set(bg, fmt.Sprint("v", i), nil, time.Hour)
-	}
-	if m.Len() > 1000 {
-		t.Fatalf("%d held", m.Len())
-	}
-	m.SetMax(10)
-	m.Set(bg, "after-shrink", nil, time.Hour)
-	if m.Len() > 10 {
-		t.Fatalf("after SetMax(10): %d held", m.Len())
-	}
-}
-
-// Concurrent takes from one bucket grant exactly Burst tokens; concurrent
-// increments all count. Run with -race.
-func TestConcurrent(t *testing.T) {
-	m := NewMemory(1000, nil)
-	lim := PerPeriod(500, 24*time.Hour)
-	var granted atomic.Int64
-	var wg sync.WaitGroup
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 200; i++ {
-				if tk, err := m.Take(bg, "shared", lim, 1); err != nil {
-					t.Error(err)
-				} else if tk.OK {
-					granted.Add(1)
-				}
-				m.Incr(bg, "count", 1, time.Hour)
-				m.Set(bg, fmt.Sprint("v", g, i%50), []byte("x"), time.Hour)
-				m.Get(bg, fmt.Sprint("v", (g+1)%8, i%50))
-				if i%10 == 0 {
-					m.Delete(bg, fmt.Sprint("v", g, i%50))
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if got := granted.Load(); got != 500 {
-		t.Errorf("%d tokens granted from a bucket of 500", got)
-	}
-	if n, _ := m.Incr(bg, "count", 0, time.Hour); n != 1600 {
-		t.Errorf("counter %d, want 1600", n)
-	}
-}
-
-func BenchmarkTake(b *testing.B) {
-	m := NewMemory(100000, nil)
-	lim := PerPeriod(1000, time.Second)
-	keys := make([]string, 1024)
-	for i := range keys {
-		keys[i] = fmt.Sprint("rate:conn:30/1m0s:192.0.2.", i, "/32")
-	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			m.Take(bg, keys[i%len(keys)], lim, 1)
-			i++
-		}
-	})
-}
-
-func BenchmarkTakeNewKeys(b *testing.B) {
-	m := NewMemory(100000, nil)
-	lim := PerPeriod(30, time.Minute)
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		m.Take(bg, fmt.Sprint("rate:conn:", i), lim, 1)
-	}
-}
-
-func BenchmarkIncr(b *testing.B) {
-	m := NewMemory(100000, nil)
-	keys := make([]string, 1024)
-	for i := range keys {
-		keys[i] = fmt.Sprint("auth:fail:198.51.100.", i)
-	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			m.Incr(bg, keys[i%len(keys)], 1, 10*time.Minute)
-			i++
-		}
-	})
-}
-
-func BenchmarkGetSet(b *testing.B) {
-	m := NewMemory(100000, nil)
-	keys := make([]string, 1024)
-	for i := range keys {
-		keys[i] = fmt.Sprint("rcpt:probe:user", i, "@example.com")
-	}
-	val := []byte(`{"Code":250,"Enhanced":[2,1,5],"Text":"Ok"}`)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			k := keys[i%len(keys)]
-			if _, ok, _ := m.Get(bg, k); !ok {
-				m.Set(bg, k, val, time.Hour)
-			}
-			i++
-		}
-	})
 }

@@ -51,6 +51,13 @@
 //	    cache miss: the MTA is asked, which is the authority anyway; the
 //	    log line of that recipient says so.
 //
+// With a shared store (Redis, store.redis in the configuration) the rate
+// limiter and the AUTH limiter use Failover: while Redis fails, their
+// own Memory answers (they limit by what this node sees, they do not
+// fail open or closed); the rules above are then those of that Memory.
+// The probe cache uses Redis alone: an error is a cache miss. Open
+// connections stay per node (see above).
+//
 // On a single node each caller keeps its own Memory with its own bound
 // (4 × limits.max_tracked_ips rate buckets; 300,000 AUTH buckets and
 // 100,000 known networks; recipients.cache_size probe answers), so that a

@@ -38,7 +38,8 @@ type RecipientList interface {
 //
 // Probe answers are remembered in a store.Store under "rcpt:probe:ADDR"
 // (positive_ttl for 2xx, negative_ttl for 5xx, 4xx never), by default in
-// memory bounded by cache_size. A store error is a cache miss: the MTA is
+// memory bounded by cache_size, in the store shared with the other nodes
+// (policy.Env.Store, store.redis) when there is one. A store error is a cache miss: the MTA is
 // asked, as it is the authority anyway, and the recipient's log line
 // says that the cache failed.
 type UnknownRecipient struct {

@@ -30,5 +30,10 @@ var Spec = policy.Spec{Name: Name, Default: policy.Enforce, New: func(env *polic
 	if u == nil {
 		return nil, nil // no list, no probe: nothing to consult
 	}
+	if u.cache != nil && env.Store != nil {
+		// Shared with the other nodes: a probe one node made is not
+		// made again by another. A store error is a cache miss.
+		u.cache = env.Store
+	}
 	return u, nil
 }}

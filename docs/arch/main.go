@@ -29,21 +29,22 @@ const module = "github.com/smtpgate/smtpgate"
 // check imports another). A package missing here is an error: a new
 // package takes a floor on purpose.
 var floors = map[string]int{
-	"reply":        0,
-	"address":      0,
-	"dns":          0,
-	"dns/dnstest":  0,
-	"users":        0,
-	"store":        0,
-	"table":        1,
-	"config":       1,
-	"upstream":     2,
-	"policy":       3,
-	"check/*":      4, // one folder per check
-	"check":        5, // the chain
-	"session":      5,
-	"proxy":        6,
-	"cmd/smtpgate": 7,
+	"reply":           0,
+	"address":         0,
+	"dns":             0,
+	"dns/dnstest":     0,
+	"users":           0,
+	"store":           0,
+	"store/redistest": 0,
+	"table":           1,
+	"config":          1,
+	"upstream":        2,
+	"policy":          3,
+	"check/*":         4, // one folder per check
+	"check":           5, // the chain
+	"session":         5,
+	"proxy":           6,
+	"cmd/smtpgate":    7,
 }
 
 // floorNames label the floors in the picture.

@@ -9,7 +9,10 @@
 #   FULL=1 integration/bench/run.sh     4x the messages and 7 runs per cell
 #
 # Environment: RUNS (runs per cell, default 5, FULL 7), SETS (a regexp
-# choosing parameter sets by name, e.g. 's20-4k'), MODES ("on off"),
+# choosing parameter sets by name, e.g. 's20-4k'), MODES ("on off"; also
+# "limits": checks on and the four rate limits on, at rates no run
+# reaches, in the node's memory, and "redis": the same in a redis-server
+# the script starts on loopback, store.redis),
 # SMTPGATE_PPROF (passed on: smtpgate serves net/http/pprof there),
 # MSGS (messages per run for every set, to try the script out), KEEP=1
 # keeps the temp dir (logs, configs).
@@ -119,6 +122,7 @@ upstream:
   max_connections_per_ip: 1000
 limits:
   max_connections_per_ip: 1000
+$(ratelimits "$1")
 domains: [example.com]
 dns:
   servers: [$dnsaddr]
@@ -131,6 +135,26 @@ CFG
 		done
 	fi
 }
+# ratelimits MODE: the rate limits of the limits and redis modes (every
+# smtp-source session is one client and one sender: rates no run reaches,
+# so that every message pays for its buckets and none is refused).
+ratelimits() {
+	case $1 in limits | redis)
+		printf '  %s: 100000000/1s\n' connection_rate_per_ip messages_per_ip recipients_per_ip recipients_per_sender
+		;;
+	esac
+	if [ "$1" = redis ]; then
+		printf 'store:\n  redis:\n    address: 127.0.0.1:%s\n' "$redisport"
+	fi
+}
+redisport=
+if [[ " $MODES " == *" redis "* ]]; then
+	command -v redis-server >/dev/null || { echo "bench: redis-server not found (apt-get install redis-server, or make deps)" >&2; exit 1; }
+	redisport=$(freeport)
+	mkdir -p "$tmp/redis"
+	redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp/redis" --logfile "$tmp/redis/redis.log" & pids+=($!)
+	waitport "$redisport"
+fi
 startgate() { # mode name
 	config "$1" >"$tmp/gate-$1.yaml"
 	"$tmp/smtpgate" -config "$tmp/gate-$1.yaml" >>"$tmp/gate-$1-$2.log" 2>&1 &
