@@ -14,6 +14,7 @@ import (
 
 	"github.com/smtpgate/smtpgate/check/content"
 	"github.com/smtpgate/smtpgate/check/dnsbl"
+	"github.com/smtpgate/smtpgate/check/headerforgery"
 	"github.com/smtpgate/smtpgate/check/helo"
 	"github.com/smtpgate/smtpgate/check/nonfqdnsender"
 	"github.com/smtpgate/smtpgate/check/ownforgery"
@@ -48,6 +49,8 @@ var Chain = []policy.Spec{
 	sendermap.HeaderMismatchSpec,
 	content.HeaderSpec,
 	content.BodySpec,
+	// the whole message: DKIM's results before the checks that use them
+	headerforgery.Spec,
 }
 
 // Deps are the parts of the outside world checks use.
