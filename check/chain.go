@@ -13,6 +13,7 @@ import (
 	"net/netip"
 
 	"github.com/smtpgate/smtpgate/check/content"
+	"github.com/smtpgate/smtpgate/check/dkim"
 	"github.com/smtpgate/smtpgate/check/dnsbl"
 	"github.com/smtpgate/smtpgate/check/headerforgery"
 	"github.com/smtpgate/smtpgate/check/helo"
@@ -50,6 +51,7 @@ var Chain = []policy.Spec{
 	content.HeaderSpec,
 	content.BodySpec,
 	// the whole message: DKIM's results before the checks that use them
+	dkim.Spec,
 	headerforgery.Spec,
 }
 
