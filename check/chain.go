@@ -14,6 +14,7 @@ import (
 
 	"github.com/smtpgate/smtpgate/check/content"
 	"github.com/smtpgate/smtpgate/check/dkim"
+	"github.com/smtpgate/smtpgate/check/dmarc"
 	"github.com/smtpgate/smtpgate/check/dnsbl"
 	"github.com/smtpgate/smtpgate/check/headerforgery"
 	"github.com/smtpgate/smtpgate/check/helo"
@@ -53,6 +54,7 @@ var Chain = []policy.Spec{
 	// the whole message: DKIM's results before the checks that use them
 	dkim.Spec,
 	headerforgery.Spec,
+	dmarc.Spec,
 }
 
 // Deps are the parts of the outside world checks use.
