@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/smtpgate/smtpgate/check/authresults"
 	"github.com/smtpgate/smtpgate/check/content"
 	"github.com/smtpgate/smtpgate/check/dkim"
 	"github.com/smtpgate/smtpgate/check/dmarc"
@@ -55,6 +56,8 @@ var Chain = []policy.Spec{
 	dkim.Spec,
 	headerforgery.Spec,
 	dmarc.Spec,
+	// last: every result is on the envelope
+	authresults.Spec,
 }
 
 // Deps are the parts of the outside world checks use.

@@ -54,3 +54,58 @@ func TestCheckOwnDomainHeaderForgeryDKIM(t *testing.T) {
 		t.Errorf("signature broken by a changed body: delivered %d times", n)
 	}
 }
+
+// Our Authentication-Results field carries the spf, dkim and dmarc
+// results, and a forged one claiming our name never reaches the mailbox.
+func TestAuthenticationResults(t *testing.T) {
+	mta.clearMailboxes()
+	g := startGate(t, "")
+	tok := newToken("authres")
+	id := "gw." + domain
+	signed := dkimSign(t, "From: CEO <ceo@example.com>\nTo: <list@example.org>\nSubject: "+tok+"\n\nminutes attached\n", "example.com", exampleKey)
+	data := "Authentication-Results: " + id + "; dkim=pass header.d=bank.example; dmarc=pass header.from=bank.example\n" + signed
+	msg{from: "list-bounces@example.org", to: "alice@example.com", data: data, token: tok}.mustAccept(t, g)
+	mta.settle(t)
+	var got string
+	for _, m := range mta.messages(t, "alice") {
+		if strings.Contains(m, tok) {
+			got = m
+		}
+	}
+	if got == "" {
+		t.Fatal("message not delivered")
+	}
+	if strings.Contains(got, "bank.example") {
+		t.Errorf("the forged Authentication-Results reached the mailbox:\n%s", got)
+	}
+	want := "Authentication-Results: " + id + ";\n\tspf=pass smtp.mailfrom=example.org;\n\tdkim=pass (s=it) header.d=example.com;\n\tdmarc=pass (p=none) header.from=example.com"
+	if !strings.Contains(strings.ReplaceAll(got, "\r\n", "\n"), want) {
+		t.Errorf("delivered message lacks\n%s\n:\n%s", want, got)
+	}
+}
+
+// DMARC p=reject: logged by default (warn), refused in enforce, and the
+// refused message never reaches the mailbox.
+func TestCheckDMARC(t *testing.T) {
+	mta.clearMailboxes()
+	const want = "550 5.7.1 Rejected by DMARC policy for reject.example"
+	warned := newToken("dmarcwarn")
+	data := "From: Bank <alerts@reject.example>\nTo: <alice@example.com>\nSubject: " + warned + "\n\nverify your account\n"
+	g := startGate(t, "")
+	msg{from: "x@example.org", to: "alice@example.com", data: data, token: warned}.mustAccept(t, g)
+	decision(t, g, `msg="would reject"`, "stage=message", "check=dmarc", "mode=warn", `reply="`+want+`"`)
+
+	ge := startGate(t, "checks:\n  dmarc:\n    mode: enforce\n")
+	refused := newToken("dmarcreject")
+	data = "From: Bank <alerts@reject.example>\nTo: <alice@example.com>\nSubject: " + refused + "\n\nverify your account\n"
+	msg{from: "x@example.org", to: "alice@example.com", data: data, token: refused}.mustRefuse(t, ge, ".", "<** "+want)
+	decision(t, ge, "msg=reject", "stage=message", "check=dmarc", "mode=enforce", `reply="`+want+`"`)
+
+	mta.settle(t)
+	if n := delivered(t, "alice", warned); n != 1 {
+		t.Errorf("DMARC fail in warn mode: alice has %d copies, want 1", n)
+	}
+	if n := delivered(t, "alice", refused); n != 0 {
+		t.Errorf("DMARC p=reject in enforce mode delivered %d times", n)
+	}
+}

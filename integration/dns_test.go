@@ -28,6 +28,10 @@ var testZones = []string{
 	"3.0.0.127.bl.test. 300 IN TXT \"listed for testing\"",
 	// DKIM: example.com's key (selector "it").
 	dkimRecord("it._domainkey.example.com.", exampleKey.Public().(ed25519.PublicKey)),
+	// DMARC: example.com monitors (p=none); reject.example refuses.
+	"_dmarc.example.com. 300 IN TXT \"v=DMARC1; p=none\"",
+	"_dmarc.reject.example. 300 IN TXT \"v=DMARC1; p=reject\"",
+	"reject.example. 300 IN MX 10 mx.example.org.",
 	// Negative answers carry the SOA of their zone (RFC 2308).
 	dnstest.SOA("example.", 300, 60),
 	dnstest.SOA("org.", 300, 60),
