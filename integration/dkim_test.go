@@ -3,7 +3,12 @@ package integration
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -107,5 +112,46 @@ func TestCheckDMARC(t *testing.T) {
 	}
 	if n := delivered(t, "alice", refused); n != 0 {
 		t.Errorf("DMARC p=reject in enforce mode delivered %d times", n)
+	}
+}
+
+// Mail from an authenticated user is signed by smtpgate, and the copy in
+// the mailbox verifies against the key published in DNS.
+func TestDKIMSigning(t *testing.T) {
+	mta.clearMailboxes()
+	der, err := x509.MarshalPKCS8PrivateKey(exampleKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "it.example.com.key")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	g := startAuthGate(t, "checks:\n  dkim:\n    sign:\n      - {domain: example.com, selector: it, key_file: "+keyFile+"}\n")
+	tok := newToken("signed")
+	out, err := swaks(t, "", "--server", g.submission, "--tls", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "alice-secret",
+		"--from", "alice@example.com", "--to", "carol@example.com", "--header", "Subject: "+tok)
+	if err != nil || !strings.Contains(out, "250 2.0.0 Ok: queued as") {
+		t.Fatalf("want delivery, got %v:\n%s", err, out)
+	}
+	mta.settle(t)
+	var got string
+	for _, m := range mta.messages(t, "carol") {
+		if strings.Contains(m, tok) {
+			got = m
+		}
+	}
+	if got == "" {
+		t.Fatal("not delivered")
+	}
+	record := strings.TrimSuffix(strings.SplitN(dkimRecord("x", exampleKey.Public().(ed25519.PublicKey)), `"`, 2)[1], `"`)
+	verifs, err := msgdkim.VerifyWithOptions(strings.NewReader(strings.ReplaceAll(got, "\n", "\r\n")), &msgdkim.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) {
+			if name != "it._domainkey.example.com" {
+				return nil, fmt.Errorf("unexpected key lookup %s", name)
+			}
+			return []string{record}, nil
+		},
+	})
+	if err != nil || len(verifs) != 1 || verifs[0].Err != nil || verifs[0].Domain != "example.com" {
+		t.Fatalf("delivered message does not verify: %v %+v:\n%s", err, verifs, got)
 	}
 }

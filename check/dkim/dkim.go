@@ -34,9 +34,13 @@ const DefaultMaxSignatures = 5
 //
 // It is a whole-message check: the body hash needs the whole body, and
 // the checks that use the results decide before the MTA sees the header.
+//
+// With signing keys (WithKeys), mail from authenticated clients whose
+// From: domain has a key is signed instead of verified.
 type DKIM struct {
-	r   *dns.Resolver
-	max int
+	r    *dns.Resolver
+	max  int
+	keys map[string]SignKey // by domain
 }
 
 // New returns the check on r, verifying at most max signatures a message
@@ -51,8 +55,24 @@ func New(r *dns.Resolver, max int) *DKIM {
 // Name returns Name.
 func (*DKIM) Name() string { return Name }
 
+// WithKeys makes k sign the mail of authenticated clients with keys.
+func (k *DKIM) WithKeys(keys []SignKey) *DKIM {
+	k.keys = map[string]SignKey{}
+	for _, s := range keys {
+		k.keys[strings.ToLower(strings.TrimSuffix(s.Domain, "."))] = s
+	}
+	return k
+}
+
 // CheckWholeMessage implements policy.WholeMessageChecker.
-func (k *DKIM) CheckWholeMessage(ctx context.Context, _ *policy.Client, env *policy.Envelope, m *policy.Message) policy.Result {
+func (k *DKIM) CheckWholeMessage(ctx context.Context, c *policy.Client, env *policy.Envelope, m *policy.Message) policy.Result {
+	if c.Login != "" && len(k.keys) > 0 {
+		// The submission path: our users' mail is signed, not judged.
+		return k.sign(m)
+	}
+	if k.r == nil {
+		return policy.Result{}
+	}
 	var hdr bytes.Buffer
 	var selectors []string
 	for _, h := range m.Header {
