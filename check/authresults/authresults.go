@@ -37,7 +37,7 @@ func (k *AuthResults) CheckHeader(_ context.Context, _ *policy.Client, _ *policy
 	if !strings.EqualFold(h.Name, "Authentication-Results") || !strings.EqualFold(ServID(h.Value), k.id) {
 		return policy.Result{}
 	}
-	return policy.Result{DropHeader: true, Log: true, Evidence: "Authentication-Results claiming our authserv-id " + k.id + " removed"}
+	return policy.Result{DropHeader: true, Log: true, Evidence: "Authentication-Results claiming our authserv-id " + k.id + " (removed in enforce mode)"}
 }
 
 // CheckWholeMessage implements policy.WholeMessageChecker: our field.

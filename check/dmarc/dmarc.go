@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/mail"
+	"regexp"
 	"strings"
 
 	msgdmarc "github.com/emersion/go-msgauth/dmarc"
@@ -100,12 +101,18 @@ func fromDomains(hdr []policy.Header) []string {
 		if !strings.EqualFold(h.Name, "From") {
 			continue
 		}
-		list, err := mail.ParseAddressList(h.Value)
-		if err != nil {
-			continue
+		var addrs []string
+		if list, err := mail.ParseAddressList(h.Value); err == nil {
+			for _, a := range list {
+				addrs = append(addrs, a.Address)
+			}
+		} else {
+			// A From: that does not parse still shows a reader an
+			// address: evaluate what looks like one.
+			addrs = addrLike.FindAllString(h.Value, -1)
 		}
-		for _, a := range list {
-			d := strings.ToLower(address.Domain(a.Address))
+		for _, a := range addrs {
+			d := strings.ToLower(address.Domain(a))
 			if ascii, err := address.LookupName(d); err == nil {
 				d = ascii
 			}
@@ -185,6 +192,9 @@ func aligned(env *policy.Envelope, domain string, rec *msgdmarc.Record) string {
 }
 
 var errTemp = errors.New("DNS temporary failure")
+
+// addrLike finds addresses in a From: value that does not parse.
+var addrLike = regexp.MustCompile(`[^\s<>"(),;:@]+@[A-Za-z0-9.-]*[A-Za-z0-9]`)
 
 // lookup finds the DMARC record of domain, else of its organizational
 // domain, and says where it was found.

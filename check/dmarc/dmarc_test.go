@@ -87,6 +87,7 @@ func TestDMARC(t *testing.T) {
 		{name: "subdomain inherits p= without sp=", from: "a@mail.reject.test", want: reject, reply: "Rejected by DMARC policy for mail.reject.test", result: "fail p=reject"},
 		{name: "pct sampled", from: "a@half.test", sample: 49, want: reject, reply: "Rejected by DMARC policy for half.test", result: "fail p=reject"},
 		{name: "pct not sampled: quarantine", from: "a@half.test", sample: 50, want: quarantined, result: "fail p=quarantine"},
+		{name: "unparseable From:", from: `"Bank <alerts@reject.test>`, want: reject, reply: "Rejected by DMARC policy for reject.test", result: "fail p=reject"},
 		{name: "no record", from: "a@nodmarc.test", result: "none "},
 		{name: "no such name", from: "a@nxdomain.test", result: "none "},
 		{name: "two records are none", from: "a@twice.test", result: "none "},

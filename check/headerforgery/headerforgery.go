@@ -39,6 +39,8 @@ const Name = "own_domain_header_forgery"
 //
 //	550 5.7.1 <addr>: From: header address rejected: not logged in
 //	550 5.7.1 <addr>: Sender: header address rejected: not logged in
+//	451 4.7.1 <addr>: From: header address rejected: DKIM key lookup failed, try again later
+//	    (an aligned signature whose key could not be looked up)
 //	550 5.7.1 Message has N From: header fields, RFC 5322 allows exactly one
 //	550 5.7.1 Message has no From: header field, RFC 5322 requires one
 //	    (missing_from: enforce; logged only by default)
@@ -164,6 +166,11 @@ func (k *HeaderForgery) CheckWholeMessage(_ context.Context, c *policy.Client, e
 			if dd := env.DKIMAligned(d, false); dd != "" {
 				return policy.Result{Log: true, Evidence: fmt.Sprintf("%s: %s is ours, DKIM signature d=%s verified", f.field, addr, dd)}
 			}
+			if dd := alignedTempError(env, d); dd != "" {
+				// The signature may verify once DNS answers: 4xx when unsure.
+				return policy.Rejected(reply.New(451, [3]int{4, 7, 1}, address.Bracket(addr)+": "+f.field+": header address rejected: DKIM key lookup failed, try again later"),
+					fmt.Sprintf("%s: %s is ours, DKIM signature d=%s temperror", f.field, addr, dd))
+			}
 			return refuse(address.Bracket(addr)+": "+f.field+": header address rejected: not logged in",
 				fmt.Sprintf("%s: %s is in our domain %s, client not logged in, no aligned DKIM signature", f.field, addr, d))
 		}
@@ -176,6 +183,17 @@ func (k *HeaderForgery) CheckWholeMessage(_ context.Context, c *policy.Client, e
 			fmt.Sprintf("From: display name names our domain %s, address %s", d, who))
 	}
 	return policy.Result{}
+}
+
+// alignedTempError returns the d= of a DKIM signature aligned with domain
+// whose key lookup failed, or "".
+func alignedTempError(env *policy.Envelope, domain string) string {
+	for _, r := range env.AuthFor("dkim") {
+		if r.Result == "temperror" && policy.Aligned(r.Domain, domain, false) {
+			return r.Domain
+		}
+	}
+	return ""
 }
 
 func first(s []string) string {

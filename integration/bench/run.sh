@@ -9,7 +9,8 @@
 #   FULL=1 integration/bench/run.sh     4x the messages and 7 runs per cell
 #
 # Environment: RUNS (runs per cell, default 5, FULL 7), SETS (a regexp
-# choosing parameter sets by name, e.g. 's20-4k'), MODES ("on off"),
+# choosing parameter sets by name, e.g. 's20-4k'), MODES ("on off"; also
+# "stream": the defaults with the whole-message checks off),
 # SMTPGATE_PPROF (passed on: smtpgate serves net/http/pprof there),
 # MSGS (messages per run for every set, to try the script out), KEEP=1
 # keeps the temp dir (logs, configs).
@@ -126,7 +127,14 @@ dns:
 CFG
 	if [ "$1" = off ]; then
 		echo "checks:"
-		for c in dnsbl invalid_helo non_fqdn_helo forged_helo non_fqdn_sender own_domain_forgery sender_login_mismatch unknown_sender_domain spf unauth_destination unknown_recipient header_checks body_checks; do
+		for c in dnsbl invalid_helo non_fqdn_helo forged_helo non_fqdn_sender own_domain_forgery sender_login_mismatch unknown_sender_domain spf unauth_destination unknown_recipient header_checks body_checks dkim own_domain_header_forgery dmarc authentication_results; do
+			echo "  $c: {mode: off}"
+		done
+	fi
+	if [ "$1" = stream ]; then
+		# the defaults without the whole-message checks: streaming DATA
+		echo "checks:"
+		for c in dkim own_domain_header_forgery dmarc authentication_results; do
 			echo "  $c: {mode: off}"
 		done
 	fi
