@@ -12,8 +12,12 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/smtpgate/smtpgate/check/authresults"
 	"github.com/smtpgate/smtpgate/check/content"
+	"github.com/smtpgate/smtpgate/check/dkim"
+	"github.com/smtpgate/smtpgate/check/dmarc"
 	"github.com/smtpgate/smtpgate/check/dnsbl"
+	"github.com/smtpgate/smtpgate/check/headerforgery"
 	"github.com/smtpgate/smtpgate/check/helo"
 	"github.com/smtpgate/smtpgate/check/nonfqdnsender"
 	"github.com/smtpgate/smtpgate/check/ownforgery"
@@ -49,6 +53,12 @@ var Chain = []policy.Spec{
 	sendermap.HeaderMismatchSpec,
 	content.HeaderSpec,
 	content.BodySpec,
+	// the whole message: DKIM's results before the checks that use them
+	dkim.Spec,
+	headerforgery.Spec,
+	dmarc.Spec,
+	// last: every result is on the envelope
+	authresults.Spec,
 }
 
 // Deps are the parts of the outside world checks use.

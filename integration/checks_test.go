@@ -755,3 +755,33 @@ func TestCheckHeloAndDNSBLWithoutDelayReject(t *testing.T) {
 	}
 	decision(t, g, "msg=reject", "stage=connect", "check=dnsbl", "client=127.0.0.3")
 }
+
+func TestCheckOwnDomainHeaderForgery(t *testing.T) {
+	mta.clearMailboxes()
+	g := startGate(t, "relay:\n  networks: [127.0.0.4/32]\n")
+	// The seed attack: a foreign envelope sender, our CEO in From:.
+	refused := newToken("hdrceo")
+	data := "From: CEO <ceo@example.com>\nTo: <alice@example.com>\nSubject: " + refused + "\n\nwire the money\n"
+	want := "<** 550 5.7.1 <ceo@example.com>: From: header address rejected: not logged in"
+	msg{from: "x@example.org", to: "alice@example.com", data: data, token: refused}.mustRefuse(t, g, ".", want)
+	decision(t, g, "msg=reject", "stage=message", "check=own_domain_header_forgery", "mode=enforce", `reply="`+strings.TrimPrefix(want, "<** ")+`"`)
+	// Two From: fields.
+	twice := newToken("hdrtwice")
+	data = "From: <a@example.org>\nFrom: <ceo@example.com>\nTo: <alice@example.com>\nSubject: " + twice + "\n\nhi\n"
+	msg{from: "a@example.org", to: "alice@example.com", data: data, token: twice}.mustRefuse(t, g, ".",
+		"<** 550 5.7.1 Message has 2 From: header fields, RFC 5322 allows exactly one")
+	// A client in relay.networks may.
+	ok := newToken("hdrinternal")
+	data = "From: CEO <ceo@example.com>\nTo: <alice@example.com>\nSubject: " + ok + "\n\nhello\n"
+	msg{local: "127.0.0.4", helo: "internal.example.org", from: "x@example.org", to: "alice@example.com", data: data, token: ok}.mustAccept(t, g)
+
+	mta.settle(t)
+	for _, tok := range []string{refused, twice} {
+		if n := delivered(t, "alice", tok); n != 0 {
+			t.Errorf("%s: refused message delivered %d times", tok, n)
+		}
+	}
+	if n := delivered(t, "alice", ok); n != 1 {
+		t.Errorf("relay-network client: alice has %d copies, want 1", n)
+	}
+}

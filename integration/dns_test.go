@@ -1,6 +1,10 @@
 package integration
 
-import "github.com/smtpgate/smtpgate/dns/dnstest"
+import (
+	"crypto/ed25519"
+
+	"github.com/smtpgate/smtpgate/dns/dnstest"
+)
 
 // testZones is what the in-process DNS server (dns/dnstest) answers: a
 // real DNS server on a loopback port that smtpgate is pointed at with
@@ -22,6 +26,12 @@ var testZones = []string{
 	// DNSBL: 127.0.0.3 is listed, 127.0.0.1 and 127.0.0.2 are not.
 	"3.0.0.127.bl.test. 300 IN A 127.0.0.2",
 	"3.0.0.127.bl.test. 300 IN TXT \"listed for testing\"",
+	// DKIM: example.com's key (selector "it").
+	dkimRecord("it._domainkey.example.com.", exampleKey.Public().(ed25519.PublicKey)),
+	// DMARC: example.com monitors (p=none); reject.example refuses.
+	"_dmarc.example.com. 300 IN TXT \"v=DMARC1; p=none\"",
+	"_dmarc.reject.example. 300 IN TXT \"v=DMARC1; p=reject\"",
+	"reject.example. 300 IN MX 10 mx.example.org.",
 	// Negative answers carry the SOA of their zone (RFC 2308).
 	dnstest.SOA("example.", 300, 60),
 	dnstest.SOA("org.", 300, 60),

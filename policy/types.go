@@ -134,6 +134,10 @@ type AuthResult struct {
 	// Property is the RFC 8601 property the result was found on
 	// ("smtp.mailfrom", "smtp.helo", "header.d").
 	Property string
+	// Comment is what the result adds for a reader of the
+	// Authentication-Results field and the log: a DKIM signature's
+	// selector, the DMARC policy applied. Plain ASCII, no parentheses.
+	Comment string
 }
 
 // AddAuth records a result for later checks. A nil Envelope ignores it.

@@ -44,6 +44,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return passwd(os.Stdin, *cost, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "dkim-keygen" {
+		return dkimKeygen(args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "reload" {
 		return reloadCmd(args[1:], stdout, stderr)
 	}

@@ -11,8 +11,9 @@
 # Environment: RUNS (runs per cell, default 5, FULL 7), SETS (a regexp
 # choosing parameter sets by name, e.g. 's20-4k'), MODES ("on off"; also
 # "limits": checks on and the four rate limits on, at rates no run
-# reaches, in the node's memory, and "redis": the same in a redis-server
-# the script starts on loopback, store.redis),
+# reaches, in the node's memory; "redis": the same in a redis-server
+# the script starts on loopback, store.redis; "stream": the defaults with
+# the whole-message checks off),
 # SMTPGATE_PPROF (passed on: smtpgate serves net/http/pprof there),
 # MSGS (messages per run for every set, to try the script out), KEEP=1
 # keeps the temp dir (logs, configs).
@@ -130,7 +131,14 @@ dns:
 CFG
 	if [ "$1" = off ]; then
 		echo "checks:"
-		for c in dnsbl invalid_helo non_fqdn_helo forged_helo non_fqdn_sender own_domain_forgery sender_login_mismatch unknown_sender_domain spf unauth_destination unknown_recipient header_checks body_checks; do
+		for c in dnsbl invalid_helo non_fqdn_helo forged_helo non_fqdn_sender own_domain_forgery sender_login_mismatch unknown_sender_domain spf unauth_destination unknown_recipient header_checks body_checks dkim own_domain_header_forgery dmarc authentication_results; do
+			echo "  $c: {mode: off}"
+		done
+	fi
+	if [ "$1" = stream ]; then
+		# the defaults without the whole-message checks: streaming DATA
+		echo "checks:"
+		for c in dkim own_domain_header_forgery dmarc authentication_results; do
 			echo "  $c: {mode: off}"
 		done
 	fi
