@@ -1,6 +1,6 @@
 # smtpgate's build, test and demo.
 #
-#   make deps    install what the tests need (postfix, swaks, haproxy, redis-server; Debian/Ubuntu, as root)
+#   make deps    install what the tests need (postfix, swaks, haproxy, redis-server, python3-dkim; Debian/Ubuntu, as root)
 #                and fetch the Exim and OpenSMTPD packages they run into a cache
 #                (integration/mta.sh fetch; never installed)
 #   make build   bin/smtpgate
@@ -29,7 +29,8 @@ go-present:
 		echo "       e.g. export PATH=\$$PATH:/usr/local/go/bin" >&2; \
 		exit 1; }
 
-# deps installs postfix, swaks, haproxy and redis-server (and a C compiler, which go test -race
+# deps installs postfix, swaks, haproxy, redis-server and dkimpy (python3-dkim,
+# an independent DKIM verifier for the signing test) (and a C compiler, which go test -race
 # needs) when they are missing. The system Postfix is installed with "No
 # configuration" and is never started: the tests and the demo run their own
 # private instances on loopback ports (integration/postfix.sh). Then it
@@ -46,8 +47,9 @@ deps: go-present
 	have redis-server || missing="$$missing redis-server"; \
 	have gcc || missing="$$missing gcc libc6-dev"; \
 	have unshare || missing="$$missing util-linux"; \
+	/usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1 || missing="$$missing python3-dkim python3-nacl"; \
 	if [ -z "$$missing" ]; then \
-		echo "deps: postfix, swaks, haproxy, redis-server and gcc are installed"; \
+		echo "deps: postfix, swaks, haproxy, redis-server, gcc and dkimpy are installed"; \
 	else \
 		echo "deps: installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then \

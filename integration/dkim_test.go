@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,4 +155,32 @@ func TestDKIMSigning(t *testing.T) {
 	if err != nil || len(verifs) != 1 || verifs[0].Err != nil || verifs[0].Domain != "example.com" {
 		t.Fatalf("delivered message does not verify: %v %+v:\n%s", err, verifs, got)
 	}
+	// An independent implementation agrees: dkimpy (Debian's python3-dkim),
+	// with the key record handed to it instead of a DNS lookup.
+	verify := exec.Command("/usr/bin/python3", "-c", dkimpyVerify, record)
+	verify.Stdin = strings.NewReader(strings.ReplaceAll(got, "\n", "\r\n"))
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("dkimpy does not verify the delivered message: %v\n%s", err, out)
+	}
+	// and refuses it once the body changed.
+	verify = exec.Command("/usr/bin/python3", "-c", dkimpyVerify, record)
+	verify.Stdin = strings.NewReader(strings.ReplaceAll(got, "\n", "\r\n") + "tampered\r\n")
+	if err := verify.Run(); err == nil {
+		t.Fatal("dkimpy verifies a message whose body was changed")
+	}
 }
+
+// dkimpyVerify verifies the message on stdin with dkimpy, answering the key
+// lookup of it._domainkey.example.com with argv[1]; exit 0 on pass.
+const dkimpyVerify = `
+import sys, dkim
+record = sys.argv[1].encode()
+def dnsfunc(name, timeout=5):
+    if name.rstrip(b".") == b"it._domainkey.example.com":
+        return record
+    return None
+msg = sys.stdin.buffer.read()
+ok = dkim.verify(msg, dnsfunc=dnsfunc)
+print("dkimpy:", "pass" if ok else "fail")
+sys.exit(0 if ok else 1)
+`
