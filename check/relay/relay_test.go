@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/smtpgate/smtpgate/address"
+	"github.com/smtpgate/smtpgate/check/checktest"
 	"github.com/smtpgate/smtpgate/policy"
 )
 
@@ -13,8 +14,6 @@ func relayCheck() *UnauthDestination {
 	return NewUnauthDestination([]string{"ours.example", "Second.Example.", "bücher.example"},
 		[]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:1::/48")})
 }
-
-var stranger = &policy.Client{Addr: netip.MustParseAddr("192.0.2.66"), Helo: "spam.example.net"}
 
 // TestRelayBattery tries encodings of a foreign recipient from an
 // unauthenticated, untrusted client: every one must be refused.
@@ -64,7 +63,7 @@ func TestRelayBattery(t *testing.T) {
 		t.Fatal("battery too small")
 	}
 	for _, rcpt := range battery {
-		r := u.CheckRcpt(context.Background(), stranger, &policy.Envelope{From: "a@b.example"}, rcpt)
+		r := u.CheckRcpt(context.Background(), checktest.Stranger, &policy.Envelope{From: "a@b.example"}, rcpt)
 		if r.Action != policy.Reject || r.Reply.Code/100 != 5 {
 			t.Errorf("%q: %v %v; want 5xx reject", rcpt, r.Action, r.Reply)
 			continue
@@ -92,22 +91,22 @@ func TestUnauthDestination(t *testing.T) {
 		enh   [3]int
 		reply string
 	}{
-		{stranger, "user@ours.example", 0, [3]int{}, ""},
-		{stranger, "User@OURS.EXAMPLE", 0, [3]int{}, ""},
-		{stranger, "user@ours.example.", 0, [3]int{}, ""},
-		{stranger, "<user@second.example>", 0, [3]int{}, ""},
-		{stranger, `"john doe"@ours.example`, 0, [3]int{}, ""},
-		{stranger, "john doe@ours.example", 0, [3]int{}, ""},
-		{stranger, "user+tag@ours.example", 0, [3]int{}, ""},
-		{stranger, "user%ours.example@ours.example", 0, [3]int{}, ""},
-		{stranger, "@ours.example:user@second.example", 0, [3]int{}, ""},
-		{stranger, "jörg@bücher.example", 0, [3]int{}, ""},
-		{stranger, "j@xn--bcher-kva.example", 0, [3]int{}, ""},
-		{stranger, "j@BÜCHER.EXAMPLE", 0, [3]int{}, ""},
-		{stranger, "user@foreign.com", 554, [3]int{5, 7, 1}, "<user@foreign.com>: Relay access denied"},
-		{stranger, "user@", 501, [3]int{5, 1, 3}, "Bad recipient address syntax"},
-		{stranger, "user", 501, [3]int{5, 1, 3}, "Bad recipient address syntax"},
-		{stranger, "us\x01er@ours.example", 501, [3]int{5, 1, 3}, "Bad recipient address syntax"},
+		{checktest.Stranger, "user@ours.example", 0, [3]int{}, ""},
+		{checktest.Stranger, "User@OURS.EXAMPLE", 0, [3]int{}, ""},
+		{checktest.Stranger, "user@ours.example.", 0, [3]int{}, ""},
+		{checktest.Stranger, "<user@second.example>", 0, [3]int{}, ""},
+		{checktest.Stranger, `"john doe"@ours.example`, 0, [3]int{}, ""},
+		{checktest.Stranger, "john doe@ours.example", 0, [3]int{}, ""},
+		{checktest.Stranger, "user+tag@ours.example", 0, [3]int{}, ""},
+		{checktest.Stranger, "user%ours.example@ours.example", 0, [3]int{}, ""},
+		{checktest.Stranger, "@ours.example:user@second.example", 0, [3]int{}, ""},
+		{checktest.Stranger, "jörg@bücher.example", 0, [3]int{}, ""},
+		{checktest.Stranger, "j@xn--bcher-kva.example", 0, [3]int{}, ""},
+		{checktest.Stranger, "j@BÜCHER.EXAMPLE", 0, [3]int{}, ""},
+		{checktest.Stranger, "user@foreign.com", 554, [3]int{5, 7, 1}, "<user@foreign.com>: Relay access denied"},
+		{checktest.Stranger, "user@", 501, [3]int{5, 1, 3}, "Bad recipient address syntax"},
+		{checktest.Stranger, "user", 501, [3]int{5, 1, 3}, "Bad recipient address syntax"},
+		{checktest.Stranger, "us\x01er@ours.example", 501, [3]int{5, 1, 3}, "Bad recipient address syntax"},
 		{authed, "user@foreign.com", 0, [3]int{}, ""},
 		{trusted, "user@foreign.com", 0, [3]int{}, ""},
 		{inNet, "user@foreign.com", 0, [3]int{}, ""},
