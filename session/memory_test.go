@@ -42,38 +42,10 @@ func TestDataMemoryBounded(t *testing.T) {
 	c.expect("DATA", 354, "")
 	c.send("From: a@example.org\r\nSubject: big\r\n\r\n")
 
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapAlloc
-
-	stop := make(chan struct{})
-	var peak uint64
-	var samples int
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			samples++
-			if ms.HeapAlloc > peak {
-				peak = ms.HeapAlloc
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	heap := watchHeap()
 	sendBody(c, size)
 	rep := c.expect("", 250, "2.0.0")
-	close(stop)
-	wg.Wait()
+	base, peak, samples := heap.stop()
 
 	growth := int64(peak) - int64(base)
 	t.Logf("50 MB relayed (%s): heap %d KiB at start, peak growth %d KiB over %d samples", rep.text, base>>10, growth>>10, samples)
@@ -185,4 +157,47 @@ func BenchmarkDataSpool(b *testing.B) {
 			c.expect("QUIT", 221, "")
 		})
 	}
+}
+
+// heapWatch samples the heap in use until stopped.
+type heapWatch struct {
+	base, peak uint64
+	samples    int
+	done       chan struct{}
+	wg         sync.WaitGroup
+}
+
+// watchHeap collects garbage, notes the heap in use, and samples it every
+// 2 ms from then on.
+func watchHeap() *heapWatch {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	h := &heapWatch{base: ms.HeapAlloc, done: make(chan struct{})}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			h.samples++
+			h.peak = max(h.peak, ms.HeapAlloc)
+			select {
+			case <-h.done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return h
+}
+
+// stop ends the sampling and returns the heap at the start, its peak and
+// the number of samples.
+func (h *heapWatch) stop() (base, peak uint64, samples int) {
+	close(h.done)
+	h.wg.Wait()
+	return h.base, h.peak, h.samples
 }

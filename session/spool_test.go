@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -341,34 +340,7 @@ func TestSpoolMemoryBounded(t *testing.T) {
 	c.expect("DATA", 354, "")
 	c.send("From: a@example.org\r\nSubject: big\r\n\r\n")
 
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapAlloc
-
-	stop := make(chan struct{})
-	var peak uint64
-	var samples int
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			samples++
-			if ms.HeapAlloc > peak {
-				peak = ms.HeapAlloc
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	heap := watchHeap()
 	// 4 MB first: past the memory part, so the file is open.
 	for n := 0; n < 4<<20; n += len(bodyChunk) {
 		if _, err := c.nc.Write(bodyChunk); err != nil {
@@ -383,8 +355,7 @@ func TestSpoolMemoryBounded(t *testing.T) {
 	}
 	sendBody(c, size-4<<20)
 	rep := c.expect("", 250, "2.0.0")
-	close(stop)
-	wg.Wait()
+	base, peak, samples := heap.stop()
 
 	growth := int64(peak) - int64(base)
 	t.Logf("50 MB spooled and relayed (%s): heap %d KiB at start, peak growth %d KiB over %d samples", rep.text, base>>10, growth>>10, samples)
