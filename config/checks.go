@@ -187,42 +187,9 @@ func (b *Block) Errorf(field string, format string, args ...any) error {
 	}
 	if field != "" {
 		key += "." + field
-		line = b.fieldLine(field, line)
+		line = keyLine(b.Node, field, line)
 	}
 	return Errors{{File: b.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}}
-}
-
-// fieldLine finds the line of a dotted field path ("zones.0.zone") in the
-// block.
-func (b *Block) fieldLine(field string, line int) int {
-	n := b.Node
-	for _, part := range strings.Split(field, ".") {
-		if n == nil {
-			return line
-		}
-		switch n.Kind {
-		case yaml.MappingNode:
-			var next *yaml.Node
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == part {
-					line = n.Content[i].Line
-					next = n.Content[i+1]
-					break
-				}
-			}
-			n = next
-		case yaml.SequenceNode:
-			i, err := strconv.Atoi(part)
-			if err != nil || i < 0 || i >= len(n.Content) {
-				return line
-			}
-			n = n.Content[i]
-			line = n.Line
-		default:
-			return line
-		}
-	}
-	return line
 }
 
 // yamlKeys lists the yaml keys of the struct v points to, following

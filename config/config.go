@@ -523,25 +523,30 @@ func (v *validator) line(key string) int {
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
 	}
-	line := 0
+	return keyLine(n, key, 0)
+}
+
+// keyLine follows a dotted key ("listen.0.tls") down from n and returns
+// the line of the deepest part it finds, line when it finds none.
+func keyLine(n *yaml.Node, key string, line int) int {
 	for _, part := range strings.Split(key, ".") {
+		if n == nil {
+			return line
+		}
 		switch n.Kind {
 		case yaml.MappingNode:
-			found := false
+			var next *yaml.Node
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				if n.Content[i].Value == part {
 					line = n.Content[i].Line
-					n = n.Content[i+1]
-					found = true
+					next = n.Content[i+1]
 					break
 				}
 			}
-			if !found {
-				return line
-			}
+			n = next
 		case yaml.SequenceNode:
 			i, err := strconv.Atoi(part)
-			if err != nil || i >= len(n.Content) {
+			if err != nil || i < 0 || i >= len(n.Content) {
 				return line
 			}
 			n = n.Content[i]
